@@ -1,0 +1,55 @@
+"""Where computations run, at which scale, and at which precision.
+
+* :func:`device` -- CUDA when available, else the CPU.
+* :func:`scale` -- the book's size switch, read from the environment variable
+  ``SILENT_SCALE``: ``"fast"`` (the default; every chapter runs in well under a
+  minute on two CPU cores) or ``"paper"`` (the paper's sizes; meant for a GPU).
+* :func:`exact_matmul` -- a context in which float32 matrix products are never
+  computed in TF32 (NVIDIA GPUs otherwise may use TF32, which keeps only 10
+  mantissa bits and would spoil kernel comparisons at the 1e-3 level).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+SCALES = ("fast", "paper")
+
+
+def device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def scale() -> str:
+    """The book's scale, ``"fast"`` or ``"paper"``, from ``SILENT_SCALE`` (default ``"fast"``)."""
+    value = os.environ.get("SILENT_SCALE", "fast").strip().lower() or "fast"
+    if value not in SCALES:
+        raise ValueError(f"SILENT_SCALE must be one of {SCALES}, got {value!r}")
+    return value
+
+
+def pick(fast, paper):
+    """Return ``fast`` or ``paper`` according to :func:`scale` (chapters size their runs with it)."""
+    return paper if scale() == "paper" else fast
+
+
+@contextlib.contextmanager
+def exact_matmul():
+    """Disable TF32 (and reduced-precision reductions) for the duration of the block."""
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved[0]
+        torch.backends.cudnn.allow_tf32 = saved[1]
+        torch.set_float32_matmul_precision(saved[2])

@@ -1,0 +1,88 @@
+"""Linear algebra on kernels: alignment and kernel regression.
+
+Kernels follow :func:`silentlib.ntk`'s shapes: (P1, P2) for a scalar output,
+(P1, P2, C, C) for C outputs. Both functions accept numpy arrays or tensors and
+return numpy (alignment: a float).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+
+def _np(a, name):
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} has non-finite entries")
+    return a
+
+
+def _flatten(K, y, what):
+    """(K, y) -> (PC x PC matrix, PC vector), checking that the shapes agree."""
+    if K.ndim == 2 and y.ndim == 1 and K.shape[1] == y.shape[0]:
+        return K, y
+    if K.ndim == 4 and y.ndim == 2 and K.shape[1] == y.shape[0] and K.shape[2:] == (y.shape[1],) * 2:
+        P1, P2, C, _ = K.shape
+        return K.transpose(0, 2, 1, 3).reshape(P1 * C, P2 * C), y.reshape(-1)
+    raise ValueError(
+        f"{what}: expected a (P, P) kernel with y of shape (P,), or a (P, P, C, C) kernel "
+        f"with y of shape (P, C); got kernel {K.shape} and y {y.shape}")
+
+
+def kernel_alignment(K, y) -> float:
+    """Kernel-target alignment A(K, y) = y^T K y / (||K||_F |y|^2) (paper, Section 2).
+
+    The paper's uncentered definition (after Cortes et al. 2012). For C outputs,
+    K of shape (P, P, C, C) and y of shape (P, C): the same formula with K read
+    as a PC x PC matrix, i.e. sum_{ijab} y_ia K_ijab y_jb / (||K||_F |y|_F^2).
+    A lies in [-1, 1] and equals 1 exactly when K is proportional to y y^T.
+    """
+    K, y = _np(K, "K"), _np(y, "y")
+    Km, v = _flatten(K, y, "kernel_alignment")
+    if Km.shape[0] != Km.shape[1]:
+        raise ValueError(f"kernel_alignment needs a square kernel, got {K.shape}")
+    norm = np.linalg.norm(Km) * (v @ v)
+    if norm == 0:
+        raise ValueError("kernel_alignment is undefined for a zero kernel or zero targets")
+    return float(v @ Km @ v / norm)
+
+
+def kernel_regression(K_train, K_cross, y, ridge=0.0):
+    """Kernel (ridge) regression f(x) = k(x)^T (K + ridge I)^{-1} y  (paper, after eq. 2).
+
+    Parameters
+    ----------
+    K_train : (P, P) or (P, P, C, C), the kernel on the training set.
+    K_cross : (Q, P) or (Q, P, C, C), the kernel between Q test points and the
+        training set (``ntk(model, x_test, x_train)``).
+    y : (P,) or (P, C) targets.
+    ridge : ridge >= 0. With ``ridge=0`` this is kernel interpolation, solved
+        stably through a symmetric eigendecomposition in which directions with
+        eigenvalues below ``P * eps * max eigenvalue`` are dropped (the
+        pseudo-inverse), so an exactly singular kernel gives the min-norm interpolant.
+
+    Returns (Q,) or (Q, C) predictions as a float64 numpy array.
+    """
+    K_train, K_cross, y = _np(K_train, "K_train"), _np(K_cross, "K_cross"), _np(y, "y")
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    Km, v = _flatten(K_train, y, "kernel_regression (K_train, y)")
+    if Km.shape[0] != Km.shape[1]:
+        raise ValueError(f"K_train must be square, got {K_train.shape}")
+    if K_cross.ndim != K_train.ndim or K_cross.shape[1:] != K_train.shape[1:]:
+        raise ValueError(f"K_cross must have shape (Q,) + {K_train.shape[1:]}, got {K_cross.shape}")
+    Q = K_cross.shape[0]
+    Kc = K_cross if K_cross.ndim == 2 else K_cross.transpose(0, 2, 1, 3).reshape(Q * y.shape[1], -1)
+    Ks = 0.5 * (Km + Km.T) + ridge * np.eye(Km.shape[0])
+    if ridge > 0:
+        alpha = scipy.linalg.solve(Ks, v, assume_a="pos")
+    else:
+        lam, U = np.linalg.eigh(Ks)
+        keep = lam > Km.shape[0] * np.finfo(float).eps * max(lam.max(), 0.0)
+        alpha = U[:, keep] @ ((U[:, keep].T @ v) / lam[keep])
+    pred = Kc @ alpha
+    return pred if y.ndim == 1 else pred.reshape(Q, y.shape[1])

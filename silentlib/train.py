@@ -1,0 +1,228 @@
+"""Gradient-flow training with kernel tracking.
+
+:func:`train` runs full-batch gradient descent on the square loss
+
+    L(theta) = 1/(2P) sum_mu |f(x^mu) - y^mu|^2,
+
+theta <- theta - lr * grad L, and calls t = lr * step the training time, so that
+as lr -> 0 it integrates the gradient flow d theta / dt = -grad L of the paper
+(eq. 4 and 9, learning rate eta = 1 there). In function space this is eq. 1,
+
+    d f(x, t) / dt = (1/P) sum_mu K(x, x^mu, t) (y^mu - f(x^mu, t)),
+
+i.e. the paper's eta is 1/P for the unnormalized NTK K returned by
+:func:`silentlib.ntk`. Records are taken on a log-spaced time grid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .kernels import kernel_alignment
+from .ntk import ntk
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """What :func:`train` recorded, as numpy arrays (n = number of records).
+
+    Attributes
+    ----------
+    t : (n,) training times lr * step, from 0 to t_max.
+    loss : (n,) training loss 1/(2P) sum |f - y|^2.
+    alignment : (n,) kernel alignment A(K_t, y) (NaN when the kernel is not tracked).
+    kernel_norm : (n,) ||K_t||_F on the training set (NaN when not tracked).
+    predictions : (n, P) or (n, P, C) network outputs on the training set.
+    kernels : (n, P, P) or (n, P, P, C, C) K_t on the training set, or None.
+    test_predictions : (n, Q) or (n, Q, C) outputs on ``x_test``, or None.
+    K0, Kinf : initial and final NTK on the training set.
+    K0_test, Kinf_test : initial and final NTK between test and training
+        points, shape (Q, P) or (Q, P, C, C), ready for
+        ``kernel_regression(K0, K0_test, y)``; None without ``x_test``.
+    observables : {name: (n, ...) array} of the values of the ``observe`` callables.
+    steps : (n,) the gradient-descent step of each record.
+    lr, optimizer : how it was trained.
+    """
+    t: np.ndarray
+    loss: np.ndarray
+    alignment: np.ndarray
+    kernel_norm: np.ndarray
+    predictions: np.ndarray
+    kernels: np.ndarray | None
+    test_predictions: np.ndarray | None
+    K0: np.ndarray | None
+    Kinf: np.ndarray | None
+    K0_test: np.ndarray | None
+    Kinf_test: np.ndarray | None
+    observables: dict
+    steps: np.ndarray
+    lr: float
+    optimizer: str
+
+    def time_to_loss_fraction(self, fraction=0.5):
+        """First recorded time at which loss / loss(0) <= ``fraction`` (linear interpolation in log t); inf if never."""
+        return crossing_time(self.t, self.loss / self.loss[0], fraction, decreasing=True)
+
+
+def crossing_time(t, values, level, *, decreasing=False):
+    """First time a recorded curve crosses ``level``, interpolated linearly between records.
+
+    ``decreasing=True`` looks for values falling to <= level, else rising to >= level.
+    Returns inf if the curve never crosses.
+    """
+    t, v = np.asarray(t, float), np.asarray(values, float)
+    hit = v <= level if decreasing else v >= level
+    if not hit.any():
+        return math.inf
+    k = int(np.argmax(hit))
+    if k == 0:
+        return float(t[0])
+    w = (level - v[k - 1]) / (v[k] - v[k - 1])
+    return float(t[k - 1] + w * (t[k] - t[k - 1]))
+
+
+def record_steps(n_steps: int, n_records: int) -> np.ndarray:
+    """Step 0 plus about ``n_records - 1`` log-spaced steps from 1 to ``n_steps`` (unique, sorted)."""
+    grid = np.unique(np.round(np.geomspace(1, max(n_steps, 1), max(n_records - 1, 1))).astype(int))
+    return np.concatenate([[0], grid[grid <= n_steps]])
+
+
+def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=True,
+          x_test=None, seed=None, observe=None, ntk_method="auto", progress=None):
+    """Train ``model`` in place on (x, y) and record its trajectory.
+
+    Parameters
+    ----------
+    model : network mapping (P, ...) inputs to (P,) or (P, C) outputs.
+    x : (P, ...) training inputs; y : (P,) or (P, C) targets matching the model's output.
+    lr : learning rate; t_max : training time, so ``round(t_max / lr)`` steps.
+    optimizer : ``"gd"`` (full-batch gradient descent, the paper's gradient
+        flow) or ``"adam"`` (full-batch Adam with step size lr, as in the
+        paper's CIFAR-10 and Wide-ResNet runs; the tracked kernel stays the plain NTK).
+    n_records : about how many log-spaced records to keep (plus t = 0).
+    track_ntk : compute K_t on the training set at every record (alignment,
+        kernel norm, snapshots). The initial and final NTKs are always computed.
+    x_test : optional (Q, ...) inputs whose predictions are recorded and whose
+        cross-kernels with the training set are returned.
+    seed : if given, ``torch.manual_seed(seed)`` before training (only matters
+        for randomized models; gradient descent itself is deterministic).
+    observe : optional {name: callable(model) -> number or array}, evaluated at every record.
+    ntk_method : passed to :func:`silentlib.ntk`.
+    progress : show a tqdm bar; default: when there are more than 20,000 steps.
+
+    Returns a :class:`Trajectory`. Raises ``FloatingPointError`` naming the step
+    if the loss becomes non-finite.
+    """
+    if optimizer not in ("gd", "adam"):
+        raise ValueError(f"optimizer must be 'gd' or 'adam', got {optimizer!r}")
+    if not (lr > 0 and math.isfinite(lr)) or not (t_max > 0 and math.isfinite(t_max)):
+        raise ValueError(f"lr and t_max must be positive and finite, got lr={lr}, t_max={t_max}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    ref = params[0]
+    x = _tensor(x, "x", ref)
+    y = _tensor(y, "y", ref)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same number of examples, got {x.shape[0]} and {y.shape[0]}")
+    with torch.no_grad():
+        out = model(x)
+    if out.shape != y.shape:
+        raise ValueError(f"the model's output on x has shape {tuple(out.shape)} but y has shape "
+                         f"{tuple(y.shape)}; use y of shape (P,) for a scalar output or (P, C) for C outputs")
+    if x_test is not None:
+        x_test = _tensor(x_test, "x_test", ref)
+        if x_test.shape[1:] != x.shape[1:]:
+            raise ValueError(f"x_test must have shape (Q,) + {tuple(x.shape[1:])}, got {tuple(x_test.shape)}")
+    if seed is not None:
+        torch.manual_seed(seed)
+
+    n_steps = max(1, int(round(t_max / lr)))
+    steps = record_steps(n_steps, n_records)
+    opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else None
+    rec = {k: [] for k in ("loss", "alignment", "kernel_norm", "pred", "kernels", "test")}
+    obs = {name: [] for name in (observe or {})}
+    y_np = y.detach().cpu().numpy().astype(np.float64)
+
+    def kernel(a, b=None):
+        return ntk(model, a, b, method=ntk_method).detach().cpu().numpy()
+
+    def record(loss_value):
+        with torch.no_grad():
+            rec["pred"].append(model(x).cpu().numpy())
+            if x_test is not None:
+                rec["test"].append(model(x_test).cpu().numpy())
+        rec["loss"].append(loss_value)
+        if track_ntk:
+            K = kernel(x)
+            rec["kernels"].append(K)
+            rec["alignment"].append(kernel_alignment(K, y_np))
+            rec["kernel_norm"].append(float(np.linalg.norm(K)))
+        else:
+            rec["alignment"].append(math.nan)
+            rec["kernel_norm"].append(math.nan)
+        for name, fn in obs.items():
+            with torch.no_grad():
+                v = fn(model)
+            fn_list = obs[name]
+            fn_list.append(np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, dtype=np.float64))
+
+    K0 = kernel(x)
+    K0_test = kernel(x_test, x) if x_test is not None else None
+    show = progress if progress is not None else n_steps > 20000
+    bar = tqdm(total=n_steps, disable=not show, desc="training", leave=False)
+    next_rec = 0
+    for step in range(n_steps + 1):
+        model.zero_grad(set_to_none=True)
+        residual = model(x) - y
+        loss = 0.5 * residual.pow(2).sum() / x.shape[0]
+        loss_value = float(loss)
+        if not math.isfinite(loss_value):
+            bar.close()
+            raise FloatingPointError(
+                f"the training loss became non-finite at step {step} (t = {step * lr:g}); "
+                f"try a smaller learning rate than lr={lr:g}")
+        if next_rec < len(steps) and step == steps[next_rec]:
+            record(loss_value)
+            next_rec += 1
+        if step == n_steps:
+            break
+        loss.backward()
+        if opt is not None:
+            opt.step()
+        else:
+            with torch.no_grad():
+                for p in params:
+                    p.sub_(lr * p.grad)
+        bar.update(1)
+    bar.close()
+
+    Kinf = kernel(x)
+    return Trajectory(
+        t=steps * lr,
+        loss=np.array(rec["loss"]),
+        alignment=np.array(rec["alignment"]),
+        kernel_norm=np.array(rec["kernel_norm"]),
+        predictions=np.stack(rec["pred"]),
+        kernels=np.stack(rec["kernels"]) if track_ntk else None,
+        test_predictions=np.stack(rec["test"]) if x_test is not None else None,
+        K0=K0, Kinf=Kinf, K0_test=K0_test,
+        Kinf_test=kernel(x_test, x) if x_test is not None else None,
+        observables={k: np.stack(v) for k, v in obs.items()},
+        steps=steps, lr=float(lr), optimizer=optimizer,
+    )
+
+
+def _tensor(a, name, ref):
+    if not torch.is_tensor(a):
+        a = torch.as_tensor(np.asarray(a))
+    if a.ndim < 1 or a.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty array with examples along the first axis, got shape {tuple(a.shape)}")
+    a = a.to(device=ref.device, dtype=ref.dtype)
+    if not torch.isfinite(a).all():
+        raise ValueError(f"{name} has non-finite entries")
+    return a
