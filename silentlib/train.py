@@ -180,7 +180,7 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
         model.zero_grad(set_to_none=True)
         residual = model(x) - y
         loss = 0.5 * residual.pow(2).sum() / x.shape[0]
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             bar.close()
             raise FloatingPointError(
