@@ -10,11 +10,11 @@ Alignment Effect", ICLR 2022 (arXiv 2111.00034).
     >>> traj.alignment[-1], traj.loss[-1]
 """
 from .config import device, exact_matmul, pick, scale
-from .kernels import kernel_alignment, kernel_regression
+from .kernels import cosine_similarity, kernel_alignment, kernel_regression
 from .models import MLP, WideResNet
 from .ntk import ntk
 from .train import Trajectory, crossing_time, train
 
 __all__ = ["MLP", "WideResNet", "ntk", "train", "Trajectory", "crossing_time",
-           "kernel_alignment", "kernel_regression", "device", "scale", "pick", "exact_matmul"]
+           "kernel_alignment", "kernel_regression", "cosine_similarity", "device", "scale", "pick", "exact_matmul"]
 __version__ = "0.1.0"

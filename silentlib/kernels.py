@@ -86,3 +86,15 @@ def kernel_regression(K_train, K_cross, y, ridge=0.0):
         alpha = U[:, keep] @ ((U[:, keep].T @ v) / lam[keep])
     pred = Kc @ alpha
     return pred if y.ndim == 1 else pred.reshape(Q, y.shape[1])
+
+
+def cosine_similarity(A, B) -> float:
+    """Frobenius cosine <A, B>_F / (||A||_F ||B||_F) of two arrays of the same shape
+    (e.g. of W1^T W1 with beta beta^T, the paper's Figure 3 measure of alignment)."""
+    A, B = _np(A, "A"), _np(B, "B")
+    if A.shape != B.shape:
+        raise ValueError(f"cosine_similarity needs arrays of the same shape, got {A.shape} and {B.shape}")
+    den = np.linalg.norm(A) * np.linalg.norm(B)
+    if den == 0:
+        raise ValueError("cosine_similarity is undefined for a zero array")
+    return float(np.sum(A * B) / den)
