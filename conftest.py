@@ -1,0 +1,26 @@
+"""Run every chapter of the book under nbval.
+
+Each ``chapters/*.md`` (a jupytext MyST notebook) is converted to ``_build/nbval/<name>.ipynb``
+(an ignored folder) and handed to nbval, so a chapter added to ``chapters/`` is tested without
+editing the tests. nbval runs with ``--nbval-lax --nbval-current-env`` (set in pyproject.toml):
+every cell must run without error; the chapters' hidden assertion cells check their claims, and
+cells tagged ``nbval-check-output`` are compared with their stored outputs.
+"""
+from pathlib import Path
+
+import jupytext
+import nbformat
+from nbval.plugin import IPyNbFile
+
+ROOT = Path(__file__).parent
+NB_DIR = ROOT / "_build" / "nbval"
+
+
+def pytest_collect_file(file_path, parent):
+    path = Path(file_path)
+    if path.suffix != ".md" or path.parent != ROOT / "chapters":
+        return None
+    NB_DIR.mkdir(parents=True, exist_ok=True)
+    notebook = NB_DIR / (path.stem + ".ipynb")
+    nbformat.write(jupytext.read(path), notebook)
+    return IPyNbFile.from_parent(parent, path=notebook)
