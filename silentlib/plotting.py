@@ -1,0 +1,251 @@
+"""The book's house style for figures (matplotlib; safe under the Agg backend).
+
+Importing this module applies :func:`use_style`. The colours follow the
+paper's Figure 1: training loss in blue, kernel norm in orange, kernel-target
+alignment in green (:data:`COLORS`).
+
+Main functions
+--------------
+* :func:`plot_dynamics` -- loss, kernel norm and alignment against training time
+  on one axis (the paper's Figure 1 panels).
+* :func:`plot_trajectory` -- the same, read from a :class:`silentlib.Trajectory`.
+* :func:`plot_prediction_scatter` -- kernel-regression predictions against the
+  network's on test points, each with its Pearson correlation (Figure 1(c, e)).
+* :func:`scale_note` -- marks a figure with the scale (fast / paper) and device
+  that made it.
+* :func:`correlation`, :func:`log_time_axis` -- small helpers.
+
+Chapter authors: add chapter-specific functions only at the END of this file,
+in a section headed ``# --- chapter N ---``.
+"""
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from cycler import cycler
+
+from .config import device, scale
+
+COLORS = {
+    "loss": "#1f77b4",          # blue, as in the paper's Figure 1
+    "kernel_norm": "#ff7f0e",   # orange
+    "alignment": "#2ca02c",     # green
+    "theory": "#444444",        # dark grey, dashed theory curves and lines
+    "red": "#d62728",
+    "purple": "#9467bd",
+    "brown": "#8c564b",
+    "pink": "#e377c2",
+    "grey": "#7f7f7f",
+    "olive": "#bcbd22",
+    "cyan": "#17becf",
+}
+
+_CYCLE = [COLORS[k] for k in ("loss", "kernel_norm", "alignment", "red", "purple",
+                              "brown", "pink", "grey", "olive", "cyan")]
+
+STYLE = {
+    "figure.figsize": (6.4, 4.0),
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "legend.fontsize": 9.5,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "lines.linewidth": 2.0,
+    "lines.markersize": 5,
+    "axes.prop_cycle": cycler(color=_CYCLE),
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "legend.frameon": False,
+    "figure.constrained_layout.use": True,
+    "image.cmap": "viridis",
+}
+
+
+def use_style() -> None:
+    """Apply the house style to matplotlib's global rc parameters (idempotent)."""
+    matplotlib.rcParams.update(STYLE)
+
+
+use_style()
+
+
+def _np1(a, name):
+    if a is None:
+        return None
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
+    return a
+
+
+def _device_name() -> str:
+    dev = device()
+    if dev.type == "cuda":
+        import torch
+        return torch.cuda.get_device_name(dev)
+    return "CPU"
+
+
+def scale_note(fig, *, loc="lower right"):
+    """Mark ``fig`` with the scale that made it, in small grey text in a corner.
+
+    The text reads "fast scale (CPU)" or "paper scale (NVIDIA H100 ...)" after
+    :func:`silentlib.scale` and :func:`silentlib.device`. ``loc`` is one of
+    "lower right", "lower left", "upper right", "upper left". Returns the Text.
+    """
+    label = "paper scale" if scale() == "paper" else "fast scale"
+    text = f"{label} ({_device_name()})"
+    x = 0.995 if "right" in loc else 0.005
+    y = 0.005 if "lower" in loc else 0.995
+    return fig.text(x, y, text, fontsize=7, color="0.55",
+                    ha="right" if "right" in loc else "left",
+                    va="bottom" if "lower" in loc else "top")
+
+
+def log_time_axis(ax, *, label="training time $t$"):
+    """Log-scale the x axis of ``ax`` and label it. Returns ax.
+
+    A point at t = 0 cannot appear on a log axis; :func:`plot_dynamics` drops it
+    (loss is still normalized by its t = 0 value before dropping)."""
+    ax.set_xscale("log")
+    if label:
+        ax.set_xlabel(label)
+    return ax
+
+
+def _positive_time(t, *curves):
+    """Drop t <= 0 (for a log axis); returns the kept t and the curves cut alike."""
+    keep = t > 0
+    return (t[keep],) + tuple(None if c is None else c[keep] for c in curves)
+
+
+def plot_dynamics(ax, t, *, loss=None, alignment=None, kernel_norm=None, normalize=True,
+                  log_time=True, label_suffix="", theory_alignment=None, **kw):
+    """Draw training dynamics against time on ``ax`` (the paper's Figure 1 panels).
+
+    Parameters
+    ----------
+    ax : a matplotlib Axes.
+    t : (n,) training times, starting at 0 (``Trajectory.t``).
+    loss : (n,) training loss; with ``normalize`` divided by its value at t = 0
+        (so it starts at 1).
+    alignment : (n,) kernel-target alignment, drawn as is.
+    kernel_norm : (n,) ||K_t||_F; with ``normalize`` divided by its final value
+        (so it ends at 1).
+    normalize : normalize loss and kernel norm as above.
+    log_time : log-scale the time axis (t = 0 is then not drawn).
+    label_suffix : appended to every legend label (e.g. " (depth 3)").
+    theory_alignment : if given, a dashed horizontal line at this alignment
+        (e.g. :func:`silentlib.theory.final_alignment`).
+    **kw : extra keyword arguments for every ``ax.plot`` call (e.g. ``alpha``,
+        ``linestyle``); a ``color`` here overrides the house colours.
+
+    Returns ``ax``.
+    """
+    t = _np1(t, "t")
+    loss, alignment, kernel_norm = (_np1(loss, "loss"), _np1(alignment, "alignment"),
+                                    _np1(kernel_norm, "kernel_norm"))
+    for name, c in (("loss", loss), ("alignment", alignment), ("kernel_norm", kernel_norm)):
+        if c is not None and c.shape != t.shape:
+            raise ValueError(f"{name} has shape {c.shape} but t has shape {t.shape}")
+    if loss is None and alignment is None and kernel_norm is None:
+        raise ValueError("plot_dynamics needs at least one of loss, alignment, kernel_norm")
+    if normalize:
+        if loss is not None:
+            loss = loss / loss[0]
+        if kernel_norm is not None:
+            kernel_norm = kernel_norm / kernel_norm[-1]
+    if log_time:
+        t, loss, alignment, kernel_norm = _positive_time(t, loss, alignment, kernel_norm)
+    names = {"loss": "loss" + (" / loss(0)" if normalize else ""),
+             "kernel_norm": r"$\|K\|_F$" + (r" / final" if normalize else ""),
+             "alignment": "alignment $A(K, y)$"}
+    for key, curve in (("loss", loss), ("kernel_norm", kernel_norm), ("alignment", alignment)):
+        if curve is None:
+            continue
+        style = {"color": COLORS[key], **kw}
+        ax.plot(t, curve, label=names[key] + label_suffix, **style)
+    if theory_alignment is not None:
+        ax.axhline(float(theory_alignment), color=COLORS["alignment"], linestyle="--",
+                   linewidth=1.3, label="theory alignment" + label_suffix)
+    if log_time:
+        log_time_axis(ax)
+    else:
+        ax.set_xlabel("training time $t$")
+    ax.legend()
+    return ax
+
+
+def plot_trajectory(traj, ax=None, **kw):
+    """:func:`plot_dynamics` of a :class:`silentlib.Trajectory` (loss, alignment and,
+    when the kernel was tracked, kernel norm). Creates a figure if ``ax`` is None. Returns ax."""
+    if ax is None:
+        _, ax = plt.subplots()
+    tracked = np.all(np.isfinite(traj.alignment))
+    return plot_dynamics(ax, traj.t, loss=traj.loss,
+                         alignment=traj.alignment if tracked else None,
+                         kernel_norm=traj.kernel_norm if tracked else None, **kw)
+
+
+def correlation(a, b) -> float:
+    """Pearson correlation of two arrays of the same shape (flattened)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"correlation needs arrays of the same size, got {a.size} and {b.size}")
+    if a.size < 2:
+        raise ValueError("correlation needs at least two values")
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a @ a) * (b @ b))
+    if den == 0:
+        raise ValueError("correlation is undefined for a constant array")
+    return float(a @ b / den)
+
+
+def plot_prediction_scatter(ax, nn_pred, kernel_preds, *, colors=None, s=12, alpha=0.6,
+                            xlabel="network prediction", ylabel="kernel regression prediction"):
+    """Scatter kernel-regression predictions against the trained network's on test points.
+
+    Parameters
+    ----------
+    ax : a matplotlib Axes.
+    nn_pred : (Q,) or (Q, C) network outputs on the test points (flattened).
+    kernel_preds : {label: (Q,) or (Q, C) predictions}, e.g.
+        ``{"$K_0$": kernel_regression(K0, K0_test, y), "$K_\\infty$": ...}``.
+    colors : optional list of colours, one per entry of ``kernel_preds``.
+
+    Each entry's legend label carries its Pearson correlation with the network,
+    and a dashed identity line y = x is drawn. Returns ``{label: correlation}``.
+    """
+    nn = np.asarray(nn_pred.detach().cpu() if hasattr(nn_pred, "detach") else nn_pred,
+                    dtype=np.float64).ravel()
+    if not kernel_preds:
+        raise ValueError("kernel_preds must contain at least one prediction")
+    default = [COLORS["red"], COLORS["loss"], COLORS["alignment"], COLORS["purple"], COLORS["brown"]]
+    colors = list(colors) if colors is not None else default
+    out, lo, hi = {}, nn.min(), nn.max()
+    for i, (label, pred) in enumerate(kernel_preds.items()):
+        p = np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred, dtype=np.float64).ravel()
+        if p.shape != nn.shape:
+            raise ValueError(f"prediction {label!r} has {p.size} values but the network's has {nn.size}")
+        r = correlation(nn, p)
+        out[label] = r
+        ax.scatter(nn, p, s=s, alpha=alpha, color=colors[i % len(colors)],
+                   label=f"{label} (r = {r:.3f})", edgecolors="none")
+        lo, hi = min(lo, p.min()), max(hi, p.max())
+    pad = 0.03 * (hi - lo if hi > lo else 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color=COLORS["theory"],
+            linestyle="--", linewidth=1.0, label="identity")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return out
