@@ -249,3 +249,93 @@ def plot_prediction_scatter(ax, nn_pred, kernel_preds, *, colors=None, s=12, alp
     ax.set_ylabel(ylabel)
     ax.legend()
     return out
+
+
+# --- chapter 3 ---
+
+def plot_rkhs_level_sets(ax, M, *, x_train, y_train, w_path=None, lim=1.6, levels=(0.25, 1.0, 2.25, 4.0),
+                         title=None, n_grid=201):
+    """Level sets of the RKHS norm of linear functions f(x) = w.x for the kernel K = x^T M x' (D = 2).
+
+    For K(x, x') = x^T M x' the RKHS norm of f(x) = w.x is ||f||^2 = w^T M^{-1} w. The
+    contours are drawn for w^T M^{-1} w * lambda_bar (lambda_bar = mean eigenvalue of M), so
+    that only the *shape* of the kernel matters and panels at very different kernel scales
+    can be compared. Also drawn: the set of interpolating w (X w = y; a line when P = 1) in
+    black, and ``w_path`` ((n, 2) positions of the network's function W^T a over time), its
+    last point as a blue dot. Returns ax.
+    """
+    M = np.asarray(M, dtype=np.float64)
+    if M.shape != (2, 2):
+        raise ValueError(f"M must be 2 x 2, got shape {M.shape}")
+    X = np.atleast_2d(np.asarray(x_train, dtype=np.float64))
+    y = np.atleast_1d(np.asarray(y_train, dtype=np.float64))
+    g = np.linspace(-lim, lim, n_grid)
+    W1, W2 = np.meshgrid(g, g)
+    Minv = np.linalg.inv(M) * np.trace(M) / 2
+    norm2 = Minv[0, 0] * W1 ** 2 + 2 * Minv[0, 1] * W1 * W2 + Minv[1, 1] * W2 ** 2
+    ax.contour(W1, W2, norm2, levels=list(levels), colors=[COLORS["alignment"]], linewidths=1.2)
+    for x, yy in zip(X, y):       # the line x . w = y
+        if abs(x[1]) >= abs(x[0]):
+            ax.plot(g, (yy - x[0] * g) / x[1], color="k", linewidth=1.5)
+        else:
+            ax.plot((yy - x[1] * g) / x[0], g, color="k", linewidth=1.5)
+    if w_path is not None:
+        w_path = np.asarray(w_path, dtype=np.float64)
+        ax.plot(w_path[:, 0], w_path[:, 1], color=COLORS["loss"], linewidth=1.0, alpha=0.6)
+        ax.plot(w_path[-1, 0], w_path[-1, 1], "o", color=COLORS["loss"], markersize=8)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$w_1$")
+    ax.set_ylabel("$w_2$")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_sim_vs_theory(ax, t, sim=None, theory=None, *, color=None, label=None, theory_t=None,
+                       log_time=True, log_y=False, **kw):
+    """One simulated curve (solid) and its theory (dashed, same colour) against time.
+
+    ``theory_t`` is the time grid of ``theory`` (default: ``t``). On a log time axis
+    points at t <= 0 are dropped. Returns ax.
+    """
+    t = _np1(t, "t")
+    tt = t if theory_t is None else _np1(theory_t, "theory_t")
+    if sim is not None:
+        ts, ys = _positive_time(t, _np1(sim, "sim")) if log_time else (t, _np1(sim, "sim"))
+        line, = ax.plot(ts, ys, color=color, label=label, **kw)
+        color = line.get_color()
+    if theory is not None:
+        tth, yth = _positive_time(tt, _np1(theory, "theory")) if log_time else (tt, _np1(theory, "theory"))
+        ax.plot(tth, yth, color=color, linestyle="--", linewidth=1.4,
+                label=None if sim is not None else label)
+    if log_time:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    return ax
+
+
+def plot_time_scaling(ax, x, t_half, t_align=None, *, slope=None, intercept=None, fit=None,
+                      xlabel=r"$\log(1/\sigma^2)$"):
+    """Half-loss times (and alignment times) against log(1/sigma^2), with a fitted line.
+
+    ``fit`` = (slope, intercept) of a fitted line drawn solid grey; ``slope`` and
+    ``intercept`` a reference line drawn dashed (e.g. the theory's 1/(2s)). Returns ax.
+    """
+    x = _np1(x, "x")
+    ax.plot(x, _np1(t_half, "t_half"), "o", color=COLORS["loss"], label=r"half-loss time $t_{1/2}$")
+    if t_align is not None:
+        ax.plot(x, _np1(t_align, "t_align"), "s", color=COLORS["alignment"], label=r"alignment time $t_{\rm align}$")
+    xx = np.linspace(0, x.max() * 1.05, 50)
+    if fit is not None:
+        ax.plot(xx, fit[0] * xx + fit[1], color=COLORS["grey"], linewidth=1.0,
+                label=f"fit: slope {fit[0]:.3f}")
+    if slope is not None:
+        ax.plot(xx, slope * xx + (intercept or 0.0), color=COLORS["theory"], linestyle="--", linewidth=1.2,
+                label=f"theory: slope {slope:.3f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("time")
+    ax.legend()
+    return ax
