@@ -339,3 +339,171 @@ def plot_time_scaling(ax, x, t_half, t_align=None, *, slope=None, intercept=None
     ax.set_ylabel("time")
     ax.legend()
     return ax
+
+
+# --- chapter 5 ---
+
+def plot_modes(ax, t, strengths, singular_values, *, theory_t=None, theory=None, loss=None,
+               mode_times=None, log_time=False, labels=None):
+    """Mode-by-mode learning of a multi-output network (chapter 5, the paper's Section 4.2).
+
+    Parameters
+    ----------
+    ax : a matplotlib Axes.
+    t : (n,) training times.
+    strengths : (n, K) measured mode strengths z_a^T (A W) v_a, drawn divided by
+        ``singular_values`` (so each rises from ~0 to 1), solid.
+    singular_values : (K,) the teacher's s_a.
+    theory_t, theory : optional (m,) times and (m, K) predicted strengths (e.g.
+        :func:`silentlib.theory.u_squared` per mode), drawn dashed, also divided by s_a.
+    loss : optional (n,) training loss, drawn normalized to 1 at t = 0 (blue).
+    mode_times : optional (K,) predicted half-point times, drawn as dotted vertical lines.
+    log_time : log-scale the time axis (t = 0 is then dropped).
+    labels : optional K legend labels (default "mode a (s = ...)").
+
+    Returns ``ax``.
+    """
+    t = _np1(t, "t")
+    sv = np.asarray(singular_values, dtype=np.float64).ravel()
+    S = np.asarray(strengths, dtype=np.float64)
+    if S.ndim != 2 or S.shape != (t.size, sv.size):
+        raise ValueError(f"strengths must have shape ({t.size}, {sv.size}), got {S.shape}")
+    keep = t > 0 if log_time else np.ones_like(t, dtype=bool)
+    colors = [COLORS[k] for k in ("red", "purple", "brown", "pink", "olive", "cyan", "grey")]
+    labels = labels or [f"mode {a + 1} ($s_{a + 1}$ = {s:.3g})" for a, s in enumerate(sv)]
+    for a in range(sv.size):
+        ax.plot(t[keep], S[keep, a] / sv[a], color=colors[a % len(colors)], label=labels[a])
+    if theory is not None:
+        tt = _np1(theory_t, "theory_t")
+        th = np.asarray(theory, dtype=np.float64)
+        if th.shape != (tt.size, sv.size):
+            raise ValueError(f"theory must have shape ({tt.size}, {sv.size}), got {th.shape}")
+        kt = tt > 0 if log_time else np.ones_like(tt, dtype=bool)
+        for a in range(sv.size):
+            ax.plot(tt[kt], th[kt, a] / sv[a], color=COLORS["theory"], linestyle="--", linewidth=1.2,
+                    label="theory (eq. 8 per mode)" if a == 0 else None)
+    if mode_times is not None:
+        for a, ta in enumerate(np.ravel(mode_times)):
+            ax.axvline(ta, color=colors[a % len(colors)], linestyle=":", linewidth=1.0)
+    if loss is not None:
+        loss = _np1(loss, "loss")
+        ax.plot(t[keep], loss[keep] / loss[0], color=COLORS["loss"], label="loss / loss(0)")
+    if log_time:
+        log_time_axis(ax)
+    else:
+        ax.set_xlabel("training time $t$")
+    ax.set_ylabel(r"mode strength / $s_\alpha$")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_theory_modes(ax, singular_values, u0sq, *, t_max=None, n=400):
+    """Theory only: each mode's eq.-8 logistic u_a(t)^2 / s_a and the loss they imply.
+
+    Mode a follows u_squared(t, s_a, u0sq) (:func:`silentlib.theory.u_squared`) and
+    crosses 1/2 at t_a = log(s_a/u0^2 - 1)/(2 s_a) (dotted lines); the loss on whitened
+    data is sum_a (s_a - u_a^2)^2 / sum_a s_a^2 (blue). ``t_max`` defaults to 1.6 times the
+    slowest mode's time. Returns ``ax``.
+    """
+    from . import theory
+    sv = np.sort(np.asarray(singular_values, dtype=np.float64).ravel())[::-1]
+    times = np.atleast_1d(theory.mode_times(sv, u0sq))
+    t = np.linspace(0.0, t_max if t_max is not None else 1.6 * times.max(), n)
+    U = np.stack([theory.u_squared(t, s, u0sq) for s in sv], axis=1)
+    colors = [COLORS[k] for k in ("red", "purple", "brown", "pink", "olive", "cyan", "grey")]
+    for a, s in enumerate(sv):
+        ax.plot(t, U[:, a] / s, color=colors[a % len(colors)], label=f"$s_{a + 1}$ = {s:.3g}")
+        ax.axvline(times[a], color=colors[a % len(colors)], linestyle=":", linewidth=1.0)
+    ax.plot(t, np.sum((sv - U) ** 2, axis=1) / np.sum(sv ** 2), color=COLORS["loss"], label="loss / loss(0)")
+    ax.set_xlabel("training time $t$")
+    ax.set_ylabel(r"$u_\alpha(t)^2 / s_\alpha$")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_alignment_matrix(ax, A, *, labels=None, title=None, vmin=None, vmax=None):
+    """Heat map of an alignment matrix A[c, c'] = A(K_cc, y_c') with the values written in.
+
+    Rows: the kernel block K_cc of head c; columns: the target y_c'. Returns the image.
+    """
+    A = np.asarray(A, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"A must be a square matrix, got shape {A.shape}")
+    im = ax.imshow(A, cmap="viridis", vmin=vmin, vmax=vmax)
+    C = A.shape[0]
+    labels = labels or [str(c) for c in range(C)]
+    ax.set_xticks(range(C), labels)
+    ax.set_yticks(range(C), labels)
+    ax.set_xlabel(r"target $y_{c'}$")
+    ax.set_ylabel(r"kernel block $K_{cc}$")
+    ax.grid(False)
+    mid = np.nanmean(A) if vmin is None or vmax is None else 0.5 * (vmin + vmax)
+    for i in range(C):
+        for j in range(C):
+            ax.text(j, i, f"{A[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if A[i, j] > mid else "white")
+    if title:
+        ax.set_title(title)
+    return im
+
+
+# --- chapter 2 ---
+
+def fit_power_law(x, y):
+    """Least-squares fit of log y = slope * log x + intercept. Returns (slope, intercept)."""
+    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape or x.size < 2 or np.any(x <= 0) or np.any(y <= 0):
+        raise ValueError("fit_power_law needs at least two positive (x, y) pairs of equal length")
+    slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+    return float(slope), float(intercept)
+
+
+def plot_error_scaling(ax, sigmas, errors, *, label, color=None, marker="o", fit=True):
+    """Log-log plot of an error against sigma, with its fitted power law (dashed).
+
+    ``sigmas``, ``errors``: positive arrays of equal length. With ``fit``, the legend label
+    carries the fitted slope. Returns the slope (or None without ``fit``)."""
+    s, e = _np1(sigmas, "sigmas"), _np1(errors, "errors")
+    color = color or COLORS["alignment"]
+    slope = None
+    if fit:
+        slope, b = fit_power_law(s, e)
+        grid = np.geomspace(s.min(), s.max(), 50)
+        ax.plot(grid, np.exp(b) * grid ** slope, color=color, linestyle="--", linewidth=1.2)
+        label = f"{label} (slope {slope:.2f})"
+    ax.plot(s, e, marker=marker, linestyle="none", color=color, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"initial scale $\sigma$")
+    ax.legend()
+    return slope
+
+
+def plot_class_means(ax, t, predictions, y, *, labels=("targets $+1$", "targets $-1$"), log_time=False):
+    """Mean network output over the training points of each class against time.
+
+    ``predictions``: (n, P) outputs on the training set (``Trajectory.predictions``); ``y``: (P,)
+    targets +-1. Draws the two class means and dashed lines at +-1. Returns ax."""
+    t = _np1(t, "t")
+    F = np.asarray(predictions, dtype=np.float64)
+    yv = _np1(y, "y")
+    if F.ndim != 2 or F.shape != (t.size, yv.size):
+        raise ValueError(f"predictions must have shape ({t.size}, {yv.size}), got {F.shape}")
+    pos = yv > 0
+    if pos.all() or not pos.any():
+        raise ValueError("y must contain both classes (+1 and -1)")
+    curves = (F[:, pos].mean(axis=1), F[:, ~pos].mean(axis=1))
+    if log_time:
+        t, *curves = _positive_time(t, *curves)
+    for curve, lab, col in zip(curves, labels, (COLORS["red"], COLORS["purple"])):
+        ax.plot(t, curve, color=col, label="mean output, " + lab)
+    for level in (1.0, -1.0):
+        ax.axhline(level, color=COLORS["theory"], linestyle=":", linewidth=1.0)
+    if log_time:
+        log_time_axis(ax)
+    else:
+        ax.set_xlabel("training time $t$")
+    ax.set_ylabel("network output")
+    ax.legend()
+    return ax
