@@ -165,11 +165,10 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
         else:
             rec["alignment"].append(math.nan)
             rec["kernel_norm"].append(math.nan)
-        for name, fn in obs.items():
+        for name, fn in (observe or {}).items():
             with torch.no_grad():
                 v = fn(model)
-            fn_list = obs[name]
-            fn_list.append(np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, dtype=np.float64))
+            obs[name].append(np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, dtype=np.float64))
 
     K0 = kernel(x)
     K0_test = kernel(x_test, x) if x_test is not None else None
