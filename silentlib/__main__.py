@@ -1,0 +1,27 @@
+"""Command line: ``python -m silentlib bench [--sizes 100,200,400] [--device cpu|cuda] [--dtype float32|float64]``."""
+import sys
+
+USAGE = """usage: python -m silentlib <command> [options]
+
+commands:
+  bench    time the exact NTK methods (layerwise, jacobian, vp) against P;
+           python -m silentlib bench --help for its options
+"""
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "bench":
+        from .bench import main as bench_main
+        bench_main(rest)
+        return 0
+    print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
