@@ -33,7 +33,7 @@ import scipy.integrate
 import scipy.optimize
 
 __all__ = [
-    "two_layer_q0", "two_layer_qr0", "two_layer_mode_qr0", "teacher_modes",
+    "two_layer_q0", "two_layer_qr0", "two_layer_qr_from_trajectory", "two_layer_mode_qr0", "teacher_modes",
     "two_layer_phase1", "two_layer_qr", "two_layer_loss", "u_squared", "phase_times",
     "deep_linear_ntk", "deep_linear_scale", "deep_linear_loss", "half_loss_time",
     "half_loss_time_asymptotic", "final_alignment", "mode_times",
@@ -127,6 +127,28 @@ def two_layer_qr0(model, beta):
         raise ValueError(f"beta must be a unit vector, got |beta| = {np.linalg.norm(b):.6g}")
     v, a = W @ b, A[0]
     return float(0.5 * (v @ v + a @ a)), float(a @ v)
+
+
+def two_layer_qr_from_trajectory(traj, x, beta):
+    """q(t), r(t) of a two-layer linear net read off a :class:`silentlib.Trajectory` (no weights needed).
+
+    f(X) = X w_eff and K = X M X^T, so for beta in the span of the training inputs x,
+    r = beta^T w_eff = beta^T X^+ f and q = beta^T M beta / 2 = (X^{+T} beta)^T K (X^{+T} beta) / 2,
+    with X^+ the pseudo-inverse (on whitened data with P >= D, X^+ = X^T / P).
+    ``traj`` from ``silentlib.train(..., track_ntk=True)`` (q needs ``traj.kernels``; without them
+    q is returned as None); ``x`` (P, D) the training inputs; ``beta`` (D,) unit. Returns (q (n,), r (n,)).
+    """
+    X = _np(x, "x")
+    b = _np(beta, "beta").reshape(-1)
+    if X.ndim != 2 or X.shape[1] != b.shape[0]:
+        raise ValueError(f"x must be (P, {b.shape[0]}), got {X.shape}")
+    g = np.linalg.pinv(X).T @ b                                # (P,): X^{+T} beta
+    f = np.asarray(traj.predictions, dtype=np.float64)
+    if f.ndim != 2 or f.shape[1] != X.shape[0]:
+        raise ValueError("traj.predictions must be (n, P) for a one-output network trained on x")
+    r = f @ g
+    q = None if traj.kernels is None else 0.5 * np.einsum("i,nij,j->n", g, np.asarray(traj.kernels), g)
+    return q, r
 
 
 def teacher_modes(beta):
@@ -330,9 +352,10 @@ def deep_linear_ntk(x1, x2, u, r1, L):
 
         K(x, x') = u^{2(L-1)} x^T [(L-1) r1 r1^T + I] x'.
 
-    For W_l = u r_{l+1} r_l^T (unit r_l, r_{L+1} = 1), df/dW_1 = u^{L-1} r_2... gives
-    u^{2(L-1)} x.x' from layer 1 and u^{2(L-1)} (r1.x)(r1.x') from each of layers 2..L.
-    (The paper's printed eq. 58 swaps the two terms.) ``x1`` (P1, D), ``x2`` (P2, D) or
+    Derivation: for W_l = u r_{l+1} r_l^T (unit r_l, r_{L+1} = 1), df(x)/dW_l = (W_L..W_{l+1})^T
+    (W_{l-1}..W_1 x)^T = u^{L-l} r_{l+1} * u^{l-1} (r_1.x) r_l^T for l >= 2, and u^{L-1} r_2 x^T for
+    l = 1. Contracting two of them: layer 1 gives u^{2(L-1)} x.x', each of layers 2..L gives
+    u^{2(L-1)} (r1.x)(r1.x'). (The paper's printed eq. 58 swaps the two terms.) ``x1`` (P1, D), ``x2`` (P2, D) or
     None (= x1), ``r1`` (D,) unit vector, u > 0, L >= 1. Returns (P1, P2).
     """
     L = _depth(L)
@@ -442,7 +465,7 @@ def half_loss_time_asymptotic(s, L, u0, *, constant=True):
 
         C_L = (1/L) [ int_0^{x} z^{2/L-1}/(1-z) dz - x^{-(1-2/L)}/(1-2/L) ],   x = 1 - 1/sqrt(2)
 
-    (C_3 = -1.25..., C_4 = -0.58...; returned without it for ``constant=False``).
+    (C_3 = -1.2534, C_4 = -0.6210 (s = 1); returned without it for ``constant=False``).
     For L = 2: t_half = (1/(2s)) log((sqrt(2) - 1) s / u0^2) + O(u0^2), the log(sigma^{-2}) law.
     For L = 1: log(sqrt 2). u0 > 0 is the balanced per-layer scale at the start of the
     rise (for a random init, u0 is proportional to sigma). Returns a float.

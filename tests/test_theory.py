@@ -283,19 +283,28 @@ def two_layer_run(teacher):
     model = sl.MLP(D, N, 2, sigma=0.01)
     q0, r0 = th.two_layer_qr0(model, teacher.beta)
     t2 = th.phase_times(S, (q0 + r0) / 2)[1]
-    tr = sl.train(model, teacher.x, teacher.y, lr=0.005, t_max=2 * t2 + 3, n_records=120)
+    observe = {"q": lambda m: th.two_layer_qr0(m, teacher.beta)[0], "r": lambda m: th.two_layer_qr0(m, teacher.beta)[1]}
+    tr = sl.train(model, teacher.x, teacher.y, lr=0.005, t_max=2 * t2 + 3, n_records=120, observe=observe)
     return tr, q0, r0
 
 
 def test_two_layer_net_follows_qr_theory(teacher, two_layer_run):
-    """q(t), r(t) of a trained net (read off its NTK and predictions) follow two_layer_qr within 0.02 s."""
+    """q(t), r(t) of a trained net (from its weights, and read off its NTK and predictions) follow
+    two_layer_qr within 0.02 s over the whole trajectory (lr = 0.005: gradient descent ~ gradient flow)."""
     tr, q0, r0 = two_layer_run
     X, b = teacher.x.numpy(), teacher.beta.numpy()
+    q_w, r_w = tr.observables["q"], tr.observables["r"]
+    q, r = th.two_layer_qr(tr.t, S, q0, r0)
+    assert np.max(np.abs(r_w - r)) < 0.02 * S
+    assert np.max(np.abs(q_w - q)) < 0.02 * S
     # whitened, P >= D: w_eff = X^T f / P, so r = beta . w_eff; K = X M X^T, so q = beta^T M beta / 2 = (Xb)^T K (Xb) / (2 P^2)
     r_meas = tr.predictions @ (X @ b) / P
     q_meas = np.einsum("i,nij,j->n", X @ b, tr.kernels, X @ b) / (2 * P * P)
-    assert r_meas[0] == pytest.approx(r0, rel=1e-8) and q_meas[0] == pytest.approx(q0, rel=1e-8)
-    q, r = th.two_layer_qr(tr.t, S, q0, r0)
+    q_helper, r_helper = th.two_layer_qr_from_trajectory(tr, teacher.x, teacher.beta)
+    np.testing.assert_allclose(q_helper, q_meas, rtol=1e-9)
+    np.testing.assert_allclose(r_helper, r_meas, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(r_meas, r_w, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(q_meas, q_w, rtol=1e-8)
     assert np.max(np.abs(r_meas - r)) < 0.02 * S
     assert np.max(np.abs(q_meas - q)) < 0.02 * S
     assert r_meas[-1] == pytest.approx(S, abs=1e-4)
