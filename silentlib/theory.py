@@ -30,7 +30,6 @@ import numbers
 
 import numpy as np
 import scipy.integrate
-import scipy.optimize
 
 __all__ = [
     "two_layer_q0", "two_layer_qr0", "two_layer_qr_from_trajectory", "two_layer_mode_qr0", "teacher_modes",
