@@ -64,7 +64,7 @@ class Trajectory:
     optimizer: str
 
     def time_to_loss_fraction(self, fraction=0.5):
-        """First recorded time at which loss / loss(0) <= ``fraction`` (linear interpolation in log t); inf if never."""
+        """First recorded time at which loss / loss(0) <= ``fraction`` (linear interpolation in t between records, as crossing_time); inf if never."""
         return crossing_time(self.t, self.loss / self.loss[0], fraction, decreasing=True)
 
 
