@@ -507,3 +507,105 @@ def plot_class_means(ax, t, predictions, y, *, labels=("targets $+1$", "targets 
     ax.set_ylabel("network output")
     ax.legend()
     return ax
+
+
+# --- chapter 4 ---
+
+def plot_deep_scale(ax, s, L, c0, *, t_max=None, color=None, label=None, n=400, show_c=True):
+    """Theory of a balanced depth-L linear net: normalized loss (solid) and c(t)/s (dashed).
+
+    Solves dc/dt = L c^{2-2/L} (s - c) from c(0) = c0 (:func:`silentlib.theory.deep_linear_scale`)
+    on a log time grid up to ``t_max`` (default 3 t_half) and marks the half-loss time
+    (:func:`silentlib.theory.half_loss_time`) with a dotted vertical line. Returns t_half.
+    """
+    from . import theory
+    t_half = theory.half_loss_time(s, L, c0)
+    t_max = 3.0 * t_half if t_max is None else float(t_max)
+    t = np.geomspace(t_max * 1e-4, t_max, n)
+    c = np.asarray(theory.deep_linear_scale(t, s, L, c0))
+    line, = ax.plot(t, (s - c) ** 2 / (s - c0) ** 2, color=color, label=label)
+    color = line.get_color()
+    if show_c:
+        ax.plot(t, c / s, color=color, linestyle="--", linewidth=1.3)
+    ax.axvline(t_half, color=color, linestyle=":", linewidth=1.0)
+    log_time_axis(ax)
+    ax.set_ylim(-0.03, 1.03)
+    return t_half
+
+
+def plot_half_loss_times(ax, sigma2, depths, *, s=1.0, colors=None):
+    """Half-loss times of the scale ODE against sigma^2 (log-log), one curve per depth.
+
+    Solid: :func:`silentlib.theory.half_loss_time` with c0 = sigma^L (per-layer scale u0 = sigma);
+    dashed: :func:`silentlib.theory.half_loss_time_asymptotic` (the sigma^{-L+2} law for L >= 3,
+    the log(1/sigma^2) law for L = 2). Returns {L: (exact, asymptotic)} arrays over ``sigma2``.
+    """
+    from . import theory
+    sigma2 = _np1(sigma2, "sigma2")
+    colors = list(colors) if colors is not None else _CYCLE
+    out = {}
+    for i, L in enumerate(depths):
+        u0 = np.sqrt(sigma2)
+        exact = np.array([theory.half_loss_time(s, L, u ** L) for u in u0])
+        asym = np.array([theory.half_loss_time_asymptotic(s, L, u) for u in u0])
+        col = colors[i % len(colors)]
+        ax.plot(sigma2, exact, color=col, marker="o", markersize=3, label=f"$L = {L}$")
+        ax.plot(sigma2, asym, color=col, linestyle="--", linewidth=1.2)
+        out[L] = (exact, asym)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"initial variance $\sigma^2$")
+    ax.set_ylabel(r"half-loss time $t_{1/2}$")
+    ax.legend(title="ODE (solid), asymptotic (dashed)")
+    return out
+
+
+def plot_time_power_law(ax, sigma, series, *, theory_slope=None):
+    """Characteristic times against sigma (log-log) with a fitted power law for each series.
+
+    ``series``: {label: (times, color, marker)}. Each series is fitted with
+    :func:`fit_power_law` (slope in the legend, fit drawn dashed). ``theory_slope``: a grey
+    reference line with that slope through the first series' geometric centre.
+    Returns {label: slope}.
+    """
+    sig = _np1(sigma, "sigma")
+    grid = np.geomspace(sig.min(), sig.max(), 50)
+    slopes = {}
+    for label, (times, color, marker) in series.items():
+        tt = _np1(times, label)
+        slope, b = fit_power_law(sig, tt)
+        slopes[label] = slope
+        ax.plot(sig, tt, marker=marker, linestyle="none", color=color, label=f"{label} (slope {slope:.2f})")
+        ax.plot(grid, np.exp(b) * grid ** slope, color=color, linestyle="--", linewidth=1.1)
+    if theory_slope is not None:
+        first = _np1(next(iter(series.values()))[0], "times")
+        x0, y0 = np.exp(np.mean(np.log(sig))), np.exp(np.mean(np.log(first)))
+        ax.plot(grid, 1.6 * y0 * (grid / x0) ** theory_slope, color=COLORS["theory"], linewidth=1.0,
+                linestyle=":", label=f"slope {theory_slope:g} (theory)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"initial scale $\sigma$")
+    ax.set_ylabel("time")
+    ax.legend()
+    return slopes
+
+
+def plot_depth_alignment(ax, depths, measured, rank, *, L_max=None):
+    """Final kernel alignment against depth: closed form L / sqrt(L^2 + r - 1) and measured points.
+
+    The curve is :func:`silentlib.theory.final_alignment` for L = 1..L_max (default
+    max(depths) + 3); ``measured`` are the alignments of trained networks at ``depths``. Returns ax.
+    """
+    from . import theory
+    depths = np.asarray(depths, dtype=int)
+    L_max = int(depths.max()) + 3 if L_max is None else int(L_max)
+    Ls = np.arange(1, L_max + 1)
+    ax.plot(Ls, [theory.final_alignment(int(L), int(rank)) for L in Ls], color=COLORS["theory"],
+            linestyle="--", marker=".", label=rf"$L/\sqrt{{L^2 + r - 1}}$, $r = {rank}$")
+    ax.plot(depths, _np1(measured, "measured"), "o", color=COLORS["alignment"], markersize=8,
+            label=r"trained network, $A(K_\infty, y)$")
+    ax.set_xlabel("depth $L$")
+    ax.set_ylabel(r"final alignment $A(K_\infty, y)$")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    return ax
