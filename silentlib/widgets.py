@@ -21,7 +21,6 @@ notebook headless (nbval, the book build) does not block. Without ipywidgets,
 """
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 
@@ -104,7 +103,8 @@ def slider(plot_fn, **ranges):
         plot_fn(**values)
         return None
 
-    @functools.wraps(plot_fn)
+    # no functools.wraps: ipywidgets reads the wrapped signature and would turn every
+    # defaulted argument of plot_fn that has no range into a widget of its own
     def run(**kwargs):
         import matplotlib
         import matplotlib.pyplot as plt
@@ -117,5 +117,6 @@ def slider(plot_fn, **ranges):
                 plt.close(num)
         return result
 
+    run.__name__, run.__doc__ = getattr(plot_fn, "__name__", "plot"), plot_fn.__doc__
     controls = {name: _widget(name, *p) for name, p in parsed.items()}
     return ipywidgets.interactive(run, **controls)
