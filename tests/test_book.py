@@ -1,0 +1,91 @@
+"""The book's house rules, checked without executing anything (the chapters themselves run under nbval)."""
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.md"))
+PAGES = CHAPTERS + [ROOT / "index.md", ROOT / "further_reading.md"]
+
+
+def cell_option_blocks(text):
+    """(line number, YAML text) of the ':key: value' option block of every code cell."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("```{code-cell}"):
+            opts = []
+            for nxt in lines[i + 1:]:
+                if not nxt.startswith(":"):
+                    break
+                opts.append(nxt[1:])
+            if opts:
+                yield i + 1, "\n".join(opts)
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 4, CHAPTERS
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_is_a_myst_notebook_in_the_toc(chapter):
+    text = chapter.read_text()
+    toc = (ROOT / "_toc.yml").read_text()
+    assert f"file: chapters/{chapter.stem}" in toc, f"{chapter.name} is not listed in _toc.yml"
+    nb = jupytext.read(chapter)
+    assert nb.metadata["jupytext"]["text_representation"]["format_name"] == "myst"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert re.search(r"^\(ch-[\w-]+\)=\s*\n# \d+\. ", text, re.M), "a chapter opens with a label and '# N. Title'"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    hidden_asserts = [c for c in code
+                      if "remove-cell" in c.metadata.get("tags", []) and re.search(r"^\s*assert ", c.source, re.M)]
+    assert hidden_asserts, f"{chapter.name} has no hidden (remove-cell) assertion cell"
+    for heading in ("## Summary", "## Exercises"):
+        assert heading in text, f"{chapter.name} lacks a '{heading}' section"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.stem)
+def test_cell_options_are_valid_yaml(page):
+    for line, block in cell_option_blocks(page.read_text()):
+        try:
+            yaml.safe_load(block)
+        except yaml.YAMLError as err:  # myst-nb refuses such a cell and the build fails
+            pytest.fail(f"{page.name}:{line}: cell options are not valid YAML ({err.problem}); quote the value or avoid ': '")
+
+
+def test_references_resolve():
+    texts = {p: p.read_text() for p in PAGES}
+    labels = set()
+    equations = set()
+    for text in texts.values():
+        labels |= set(re.findall(r"^\(([\w-]+)\)=", text, re.M))
+        labels |= set(re.findall(r"^:\s*name: ([\w-]+)", text, re.M))
+        equations |= set(re.findall(r"^\$\$ \(([\w-]+)\)", text, re.M))
+    bib = set(re.findall(r"@\w+\{([\w-]+),", (ROOT / "references.bib").read_text()))
+    problems = []
+    for page, text in texts.items():
+        for target in re.findall(r"\{ref\}`(?:[^`<]*<)?([\w-]+)>?`", text):
+            if target not in labels:
+                problems.append(f"{page.name}: {{ref}} to unknown label {target}")
+        for target in re.findall(r"\{(?:eq|numref)\}`([\w-]+)`", text):
+            if target not in equations and target not in labels:
+                problems.append(f"{page.name}: reference to unknown equation/figure {target}")
+        for keys in re.findall(r"\{cite(?::[tp])?\}`([^`]+)`", text):
+            for key in keys.split(","):
+                if key.strip() not in bib:
+                    problems.append(f"{page.name}: citation key {key.strip()} is not in references.bib")
+    assert not problems, "\n".join(problems)
+
+
+def test_equation_labels_are_unique():
+    seen = {}
+    for page in PAGES:
+        for label in re.findall(r"^\$\$ \(([\w-]+)\)", page.read_text(), re.M):
+            assert label not in seen, f"equation label {label} in {page.name} and {seen[label]}"
+            seen[label] = page.name
+
+
+def test_no_generated_notebooks_in_chapters():
+    assert not list((ROOT / "chapters").glob("**/*.ipynb"))
