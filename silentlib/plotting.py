@@ -609,3 +609,126 @@ def plot_depth_alignment(ax, depths, measured, rank, *, L_max=None):
     ax.set_ylim(0, 1)
     ax.legend()
     return ax
+
+
+# --- chapter 6 ---
+
+def top_direction_angles(W, a, directions):
+    """Angles (degrees, in [0, 90]) between the top eigenvector of M = W^T W + |a|^2 I and given directions.
+
+    W : (n, N, D) first-layer weights at n records (or one (N, D) matrix); a : (n, N) (or (N,))
+    read-out weights. For the two-layer linear network K(x, x') = x^T M x' (eq. 5 of the paper),
+    so the top eigenvector of M is the kernel's top eigenvector in input space, and it is also
+    the top right-singular vector of W. directions : {label: (D,) vector}.
+    Returns {label: (n,) angles}; the sign of an eigenvector is irrelevant (|cos| is used).
+    """
+    W, a = np.asarray(W, dtype=np.float64), np.asarray(a, dtype=np.float64)
+    single = W.ndim == 2
+    if single:
+        W, a = W[None], a[None]
+    if W.ndim != 3 or a.shape != W.shape[:2]:
+        raise ValueError(f"expected W (n, N, D) and a (n, N), got {W.shape} and {a.shape}")
+    D = W.shape[2]
+    M = np.einsum("tnd,tne->tde", W, W) + np.sum(a ** 2, axis=1)[:, None, None] * np.eye(D)
+    top = np.linalg.eigh(M)[1][:, :, -1]
+    out = {}
+    for label, v in directions.items():
+        v = _np1(v, label)
+        if v.shape != (D,):
+            raise ValueError(f"direction {label!r} must have {D} entries, got {v.shape}")
+        c = np.clip(np.abs(top @ (v / np.linalg.norm(v))), 0.0, 1.0)
+        ang = np.degrees(np.arccos(c))
+        out[label] = ang[0] if single else ang
+    return out
+
+
+def plot_realignment(ax, t, loss, angles, *, marks=(0.9, 0.1), title=None, legend=True):
+    """Angles of the kernel's top direction (left axis, degrees) and the normalized loss (right axis).
+
+    t : (n,) times (t = 0 is dropped on the log axis); loss : (n,) training loss, divided by its
+    initial value; angles : {label: (n,) degrees}, e.g. from :func:`top_direction_angles`
+    (drawn solid, dashed, dotted, ... in turn). ``marks``: loss fractions at whose crossing times
+    thin vertical lines are drawn (e.g. 90% and 10% of the initial loss). Returns (ax, ax_loss).
+    """
+    from .train import crossing_time
+    t = _np1(t, "t")
+    loss = _np1(loss, "loss")
+    loss = loss / loss[0]
+    keep = t > 0
+    styles = ["-", "--", ":", "-."]
+    colors = [COLORS["red"], COLORS["purple"], COLORS["brown"], COLORS["grey"]]
+    for i, (label, ang) in enumerate(angles.items()):
+        ang = _np1(ang, label)
+        ax.plot(t[keep], ang[keep], linestyle=styles[i % 4], color=colors[i % 4], label=label)
+    ax.set_ylim(-2, 92)
+    ax.set_yticks([0, 15, 30, 45, 60, 75, 90])
+    ax.set_ylabel("angle of top eigenvector (deg)")
+    log_time_axis(ax)
+    ax2 = ax.twinx()
+    ax2.plot(t[keep], loss[keep], color=COLORS["loss"], linewidth=1.5, label="loss / loss(0)")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("loss / loss(0)", color=COLORS["loss"])
+    ax2.grid(False)
+    for frac in marks:
+        tc = crossing_time(t, loss, frac, decreasing=True)
+        if np.isfinite(tc) and tc > 0:
+            ax.axvline(tc, color=COLORS["loss"], linestyle=":", linewidth=1.0)
+    if title:
+        ax.set_title(title)
+    if legend:
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, loc="center left")
+    return ax, ax2
+
+
+def plot_whitening_sweep(axes, runs, *, cmap="viridis"):
+    """The paper's Figure 4 (a-f) from a partial-whitening sweep.
+
+    axes : six Axes (a-f). runs : {gamma: dict} with keys
+      ``spectrum`` (eigenvalues of Sigma_gamma), ``t``, ``loss``, ``test_error`` (n,),
+      ``kernel_norm`` (n,), ``alignment`` (n,), ``rel_err_K0``, ``rel_err_Kinf`` (floats).
+    (a) spectra (log-log), (b) normalized loss, (c) test error, (d) ||K_t||_F, (e) alignment,
+    all against time on log axes, (f) |f_K - f_NN| / |f_NN| for K_0 and K_inf regression against gamma.
+    Returns the axes.
+    """
+    axes = list(np.ravel(axes))
+    if len(axes) != 6:
+        raise ValueError(f"plot_whitening_sweep needs 6 axes, got {len(axes)}")
+    gammas = sorted(runs)
+    cm = plt.get_cmap(cmap)
+    colors = {g: cm(0.9 * i / max(len(gammas) - 1, 1)) for i, g in enumerate(gammas)}
+    for g in gammas:
+        r, c = runs[g], colors[g]
+        lab = rf"$\gamma = {g:g}$"
+        spec = np.sort(np.asarray(r["spectrum"], dtype=np.float64))[::-1]
+        spec = spec[spec > 1e-12 * spec[0]]
+        axes[0].loglog(np.arange(1, spec.size + 1), spec, color=c, label=lab)
+        t = _np1(r["t"], "t")
+        keep = t > 0
+        loss = _np1(r["loss"], "loss")
+        axes[1].plot(t[keep], (loss / loss[0])[keep], color=c, label=lab)
+        axes[2].plot(t[keep], _np1(r["test_error"], "test_error")[keep], color=c, label=lab)
+        axes[3].plot(t[keep], _np1(r["kernel_norm"], "kernel_norm")[keep], color=c, label=lab)
+        axes[4].plot(t[keep], _np1(r["alignment"], "alignment")[keep], color=c, label=lab)
+    axes[0].set_xlabel("index $k$")
+    axes[0].set_ylabel(r"eigenvalue $\lambda_k$ of $\Sigma_\gamma$")
+    axes[0].set_title("(a) spectra")
+    for ax, name, logy in ((axes[1], "(b) loss / loss(0)", True), (axes[2], "(c) test error", False),
+                           (axes[3], r"(d) $\|K_t\|_F$", True), (axes[4], "(e) alignment $A(K_t, y)$", False)):
+        log_time_axis(ax)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(name)
+    axes[0].legend()
+    g = np.array(gammas, dtype=np.float64)
+    e0 = [runs[k]["rel_err_K0"] for k in gammas]
+    ei = [runs[k]["rel_err_Kinf"] for k in gammas]
+    axes[5].plot(g, e0, "o-", color=COLORS["red"], label=r"$K_0$ regression")
+    axes[5].plot(g, ei, "s-", color=COLORS["alignment"], label=r"$K_\infty$ regression")
+    axes[5].set_yscale("log")
+    axes[5].set_xlabel(r"whitening exponent $\gamma$ (0 = whitened, 1 = raw)")
+    axes[5].set_ylabel(r"$|f_K - f_{NN}| / |f_{NN}|$ on test points")
+    axes[5].set_title("(f) kernel regression vs network")
+    axes[5].legend()
+    return axes
