@@ -732,3 +732,31 @@ def plot_whitening_sweep(axes, runs, *, cmap="viridis"):
     axes[5].set_title("(f) kernel regression vs network")
     axes[5].legend()
     return axes
+
+
+# --- chapter 7 ---
+
+def plot_nonlinear_run(ax_dyn, ax_scatter, traj, y_train, *, title=None, log_time=False):
+    """One trained network as in the paper's Figure 1: dynamics (left) and test predictions (right).
+
+    ``ax_dyn`` gets :func:`plot_trajectory` of ``traj`` (loss, kernel norm and alignment);
+    ``ax_scatter`` (may be None) gets :func:`plot_prediction_scatter` of the network's final test
+    predictions against kernel regression with the initial and the final NTK (``traj`` must have
+    been trained with ``x_test``). Returns {"$K_0$": r0, "$K_\\infty$": r_inf}, the Pearson
+    correlations with the network (empty when ``ax_scatter`` is None).
+    """
+    from .kernels import kernel_regression
+    plot_trajectory(traj, ax=ax_dyn, log_time=log_time)
+    if title:
+        ax_dyn.set_title(title)
+    if ax_scatter is None:
+        return {}
+    if traj.test_predictions is None:
+        raise ValueError("the trajectory has no test predictions; train with x_test=...")
+    preds = {"$K_0$": kernel_regression(traj.K0, traj.K0_test, y_train),
+             r"$K_\infty$": kernel_regression(traj.Kinf, traj.Kinf_test, y_train)}
+    out = plot_prediction_scatter(ax_scatter, traj.test_predictions[-1], preds,
+                                  xlabel="network (test points)", ylabel="kernel regression")
+    if title:
+        ax_scatter.set_title("test predictions")
+    return out
