@@ -9,14 +9,8 @@ import silentlib as sl
 
 
 @pytest.fixture(autouse=True)
-def float64():
-    saved, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)     # tiny problems: one thread is faster and immune to CPU contention
+def seeded():
     torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(saved)
-    torch.set_num_threads(threads)
 
 
 def data(P=6, D=4, C=None):

@@ -19,13 +19,6 @@ import silentlib.data as data
 from silentlib.data import DatasetUnavailable, cifar10, linear_teacher, mnist, whiten
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch):

@@ -9,15 +9,6 @@ import torch
 import silentlib as sl
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    saved, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)     # tiny problems: one thread is faster and immune to CPU contention
-    yield
-    torch.set_default_dtype(saved)
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("sigma", [0.1, 1.0, 3.0])
 def test_mlp_init_variances(sigma):

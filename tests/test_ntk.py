@@ -10,15 +10,6 @@ from torch import nn
 import silentlib as sl
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    saved, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)     # tiny problems: one thread is faster and immune to CPU contention
-    yield
-    torch.set_default_dtype(saved)
-    torch.set_num_threads(threads)
-
 
 def brute_force_ntk(model, x1, x2):
     """K[i, j, a, b] = sum over trainable parameters of df_a(x1_i)/dθ df_b(x2_j)/dθ,

@@ -15,8 +15,6 @@ import silentlib as sl
 from silentlib import theory as th
 from silentlib.data import linear_teacher, whiten
 
-torch.set_default_dtype(torch.float64)
-torch.set_num_threads(1)   # tiny matrices: threads only add contention on a shared machine
 
 D, N, P = 10, 20, 40
 

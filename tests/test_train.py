@@ -9,15 +9,6 @@ import torch
 import silentlib as sl
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    saved, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)     # tiny problems: one thread is faster and immune to CPU contention
-    yield
-    torch.set_default_dtype(saved)
-    torch.set_num_threads(threads)
-
 
 def linear_problem(P=8, D=20, Q=5, seed=0):
     g = torch.Generator().manual_seed(seed)
