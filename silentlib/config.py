@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+import numpy as np
 import torch
 
 SCALES = ("fast", "paper")
@@ -53,3 +54,19 @@ def exact_matmul():
         torch.backends.cuda.matmul.allow_tf32 = saved[0]
         torch.backends.cudnn.allow_tf32 = saved[1]
         torch.set_float32_matmul_precision(saved[2])
+
+
+def as_batch(a, name, like: torch.Tensor) -> torch.Tensor:
+    """``a`` (array, tensor or nested list) as a tensor on ``like``'s device and dtype.
+
+    Checks that it is a non-empty batch (examples along the first axis) with finite entries,
+    raising ``ValueError`` that names ``name`` otherwise.
+    """
+    if not torch.is_tensor(a):
+        a = torch.as_tensor(np.asarray(a))
+    if a.ndim < 1 or a.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty batch with examples along the first axis, got shape {tuple(a.shape)}")
+    a = a.to(device=like.device, dtype=like.dtype)
+    if not torch.isfinite(a).all():
+        raise ValueError(f"{name} has non-finite entries")
+    return a

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from .config import exact_matmul
+from .config import as_batch, exact_matmul
 
 METHODS = ("auto", "layerwise", "jacobian", "vp")
 
@@ -77,9 +77,9 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
     if not params:
         raise ValueError("the model has no trainable parameters, so its NTK is zero-dimensional")
     ref = next(iter(params.values()))
-    x1 = _as_input(x1, "x1", ref)
+    x1 = as_batch(x1, "x1", ref)
     same = x2 is None
-    x2 = x1 if same else _as_input(x2, "x2", ref)
+    x2 = x1 if same else as_batch(x2, "x2", ref)
     if x2.shape[1:] != x1.shape[1:]:
         raise ValueError(f"x1 and x2 must have the same trailing shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
     if method == "auto":
@@ -113,17 +113,6 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
                     f2 = f1 if same and i == j else features(model, params, b2)
                     K[i:i + len(b1), j:j + len(b2)] = _contract(f1, f2, method)
     return K[:, :, 0, 0] if probe.ndim == 1 else K
-
-
-def _as_input(x, name, ref):
-    if not torch.is_tensor(x):
-        x = torch.as_tensor(x)
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty batch of inputs (P, ...), got shape {tuple(x.shape)}")
-    x = x.to(device=ref.device, dtype=ref.dtype)
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} has non-finite entries")
-    return x
 
 
 def _auto_block_size(model, method, C, n_params, ref):

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .config import as_batch
 from .kernels import kernel_alignment
 from .ntk import ntk
 
@@ -125,8 +126,8 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
     if not params:
         raise ValueError("the model has no trainable parameters")
     ref = params[0]
-    x = _tensor(x, "x", ref)
-    y = _tensor(y, "y", ref)
+    x = as_batch(x, "x", ref)
+    y = as_batch(y, "y", ref)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same number of examples, got {x.shape[0]} and {y.shape[0]}")
     with torch.no_grad():
@@ -135,7 +136,7 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
         raise ValueError(f"the model's output on x has shape {tuple(out.shape)} but y has shape "
                          f"{tuple(y.shape)}; use y of shape (P,) for a scalar output or (P, C) for C outputs")
     if x_test is not None:
-        x_test = _tensor(x_test, "x_test", ref)
+        x_test = as_batch(x_test, "x_test", ref)
         if x_test.shape[1:] != x.shape[1:]:
             raise ValueError(f"x_test must have shape (Q,) + {tuple(x.shape[1:])}, got {tuple(x_test.shape)}")
     if seed is not None:
@@ -215,13 +216,3 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
         steps=steps, lr=float(lr), optimizer=optimizer,
     )
 
-
-def _tensor(a, name, ref):
-    if not torch.is_tensor(a):
-        a = torch.as_tensor(np.asarray(a))
-    if a.ndim < 1 or a.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty array with examples along the first axis, got shape {tuple(a.shape)}")
-    a = a.to(device=ref.device, dtype=ref.dtype)
-    if not torch.isfinite(a).all():
-        raise ValueError(f"{name} has non-finite entries")
-    return a
