@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import as_batch
-from .kernels import kernel_alignment
+from .kernels import kernel_alignment, kernel_regression
 from .ntk import ntk
 
 
@@ -47,6 +47,7 @@ class Trajectory:
     observables : {name: (n, ...) array} of the values of the ``observe`` callables.
     steps : (n,) the gradient-descent step of each record.
     lr, optimizer : how it was trained.
+    y : (P,) or (P, C) the training targets.
     """
     t: np.ndarray
     loss: np.ndarray
@@ -63,6 +64,19 @@ class Trajectory:
     steps: np.ndarray
     lr: float
     optimizer: str
+    y: np.ndarray | None = None
+
+    def kernel_predictions(self, ridge=0.0):
+        """Kernel regression on the test points with the initial and the final NTK.
+
+        Returns {"K0": k_0(x)^T K_0^{-1} y, "Kinf": k_inf(x)^T K_inf^{-1} y}, each of shape
+        (Q,) or (Q, C): the two kernel machines the trained network is compared with
+        (paper, Figure 1(b); silent alignment predicts the network matches "Kinf").
+        """
+        if self.K0_test is None:
+            raise ValueError("kernel_predictions needs a trajectory trained with x_test")
+        return {"K0": kernel_regression(self.K0, self.K0_test, self.y, ridge),
+                "Kinf": kernel_regression(self.Kinf, self.Kinf_test, self.y, ridge)}
 
     def time_to_loss_fraction(self, fraction=0.5):
         """First recorded time at which loss / loss(0) <= ``fraction`` (linear interpolation in t between records, as crossing_time); inf if never."""
@@ -213,6 +227,6 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
         K0=K0, Kinf=Kinf, K0_test=K0_test,
         Kinf_test=kernel(x_test, x) if x_test is not None else None,
         observables={k: np.stack(v) for k, v in obs.items()},
-        steps=steps, lr=float(lr), optimizer=optimizer,
+        steps=steps, lr=float(lr), optimizer=optimizer, y=y_np,
     )
 

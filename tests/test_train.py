@@ -195,3 +195,20 @@ def test_crossing_time():
     assert sl.crossing_time(t, 1 - v, 0.75, decreasing=False) == pytest.approx(3.0)   # 0.6 -> 0.9 over [2, 4]
     assert sl.crossing_time(t, v, 0.05, decreasing=True) == math.inf
     assert sl.crossing_time(t, v, 1.0, decreasing=True) == 0.0
+
+
+def test_kernel_predictions_are_kernel_regression_with_the_recorded_kernels():
+    torch.manual_seed(0)
+    x, y, xt = torch.randn(12, 5), torch.randn(12), torch.randn(7, 5)
+    model = sl.MLP(5, 16, 2, activation="relu", sigma=0.5)
+    tr = sl.train(model, x, y, lr=0.05, t_max=1.0, x_test=xt, n_records=5)
+    preds = tr.kernel_predictions()
+    np.testing.assert_allclose(tr.y, y.numpy())
+    # independent: explicit solves with kernels recomputed from scratch at the end
+    Kinf, Kinf_test = sl.ntk(model, x).numpy(), sl.ntk(model, xt, x).numpy()
+    np.testing.assert_allclose(preds["Kinf"], Kinf_test @ np.linalg.solve(Kinf, y.numpy()), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(preds["K0"], tr.K0_test @ np.linalg.solve(tr.K0, y.numpy()), rtol=1e-6, atol=1e-8)
+    assert not np.allclose(preds["K0"], preds["Kinf"])
+    tr_no_test = sl.train(model, x, y, lr=0.05, t_max=0.1, n_records=3)
+    with pytest.raises(ValueError, match="x_test"):
+        tr_no_test.kernel_predictions()
