@@ -1,6 +1,7 @@
 """Where computations run, at which scale, and at which precision.
 
-* :func:`device` -- CUDA when available, else the CPU.
+* :func:`device` -- where the book computes: ``SILENT_DEVICE`` when set (``cpu``,
+  ``cuda``, ``cuda:1``, ...), else CUDA when available, else the CPU.
 * :func:`scale` -- the book's size switch, read from the environment variable
   ``SILENT_SCALE``: ``"fast"`` (the default; every chapter runs in well under a
   minute on two CPU cores) or ``"paper"`` (the paper's sizes; meant for a GPU).
@@ -20,8 +21,23 @@ SCALES = ("fast", "paper")
 
 
 def device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``SILENT_DEVICE`` when set, else CUDA when available, else the CPU.
+
+    :func:`silentlib.train` trains there (and hands the model back on its own device).
+    Raises ``ValueError`` for an unknown device or a CUDA device on a machine without CUDA.
+    """
+    value = os.environ.get("SILENT_DEVICE", "").strip().lower()
+    if not value:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(value)
+    except RuntimeError as err:
+        raise ValueError(f"SILENT_DEVICE must name a torch device such as 'cpu' or 'cuda', got {value!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"SILENT_DEVICE={value!r} but this torch has no CUDA device; unset it or use 'cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"SILENT_DEVICE must be 'cpu' or a CUDA device, got {value!r}")
+    return dev
 
 
 def scale() -> str:
@@ -54,6 +70,21 @@ def exact_matmul():
         torch.backends.cuda.matmul.allow_tf32 = saved[0]
         torch.backends.cudnn.allow_tf32 = saved[1]
         torch.set_float32_matmul_precision(saved[2])
+
+
+def free_memory(dev: torch.device) -> int:
+    """Bytes that can still be allocated on ``dev``: CUDA's free memory, or the host's MemAvailable."""
+    dev = torch.device(dev)
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30  # no /proc/meminfo (macOS, Windows): assume a modest laptop
 
 
 def as_batch(a, name, like: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import config
 from .config import as_batch
 from .kernels import kernel_alignment, kernel_regression
 from .ntk import ntk
@@ -106,8 +107,11 @@ def record_steps(n_steps: int, n_records: int) -> np.ndarray:
     return np.concatenate([[0], grid[grid <= n_steps]])
 
 
+CHECK_EVERY = 1000  # steps between checks that the loss is finite (each check synchronizes a GPU)
+
+
 def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=True,
-          x_test=None, seed=None, observe=None, ntk_method="auto", progress=None):
+          x_test=None, seed=None, observe=None, ntk_method="auto", progress=None, device=None):
     """Train ``model`` in place on (x, y) and record its trajectory.
 
     Parameters
@@ -128,9 +132,13 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
     observe : optional {name: callable(model) -> number or array}, evaluated at every record.
     ntk_method : passed to :func:`silentlib.ntk`.
     progress : show a tqdm bar; default: when there are more than 20,000 steps.
+    device : where to train; default :func:`silentlib.device` (``SILENT_DEVICE``, else
+        CUDA when available). The model is moved there for the run and handed back on
+        its own device, trained; the recorded arrays are on the host.
 
     Returns a :class:`Trajectory`. Raises ``FloatingPointError`` naming the step
-    if the loss becomes non-finite.
+    if the loss becomes non-finite (checked at every record and every 1000 steps), and
+    ``ValueError`` before training if the tracked kernels would not fit in host memory.
     """
     if optimizer not in ("gd", "adam"):
         raise ValueError(f"optimizer must be 'gd' or 'adam', got {optimizer!r}")
@@ -139,6 +147,18 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
+    dev = torch.device(device) if device is not None else config.device()
+    home = params[0].device
+    model.to(dev)
+    try:
+        return _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk,
+                      x_test, seed, observe, ntk_method, progress)
+    finally:
+        model.to(home)
+
+
+def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_test, seed,
+           observe, ntk_method, progress):
     ref = params[0]
     x = as_batch(x, "x", ref)
     y = as_batch(y, "y", ref)
@@ -158,6 +178,15 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
 
     n_steps = max(1, int(round(t_max / lr)))
     steps = record_steps(n_steps, n_records)
+    if track_ntk:  # the snapshots are kept on the host: refuse before training if they cannot be
+        C = 1 if y.ndim == 1 else y.shape[1]
+        need = len(steps) * (x.shape[0] * C) ** 2 * ref.element_size()
+        have = config.free_memory(torch.device("cpu"))
+        if need > have // 2:
+            raise ValueError(
+                f"tracking the NTK keeps {len(steps)} kernels of {x.shape[0]}x{x.shape[0]}x{C}x{C} entries, "
+                f"{need / 2**30:.1f} GiB, but the host has {have / 2**30:.1f} GiB available; "
+                f"use fewer records (n_records), fewer examples, or track_ntk=False")
     opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else None
     rec = {k: [] for k in ("loss", "alignment", "kernel_norm", "pred", "kernels", "test")}
     obs = {name: [] for name in (observe or {})}
@@ -194,13 +223,15 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
         model.zero_grad(set_to_none=True)
         residual = model(x) - y
         loss = 0.5 * residual.pow(2).sum() / x.shape[0]
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            bar.close()
-            raise FloatingPointError(
-                f"the training loss became non-finite at step {step} (t = {step * lr:g}); "
-                f"try a smaller learning rate than lr={lr:g}")
-        if next_rec < len(steps) and step == steps[next_rec]:
+        is_record = next_rec < len(steps) and step == steps[next_rec]
+        if is_record or step % CHECK_EVERY == 0:  # reading the loss synchronizes a GPU: not every step
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                bar.close()
+                raise FloatingPointError(
+                    f"the training loss became non-finite by step {step} (t = {step * lr:g}); "
+                    f"try a smaller learning rate than lr={lr:g}")
+        if is_record:
             record(loss_value)
             next_rec += 1
         if step == n_steps:
