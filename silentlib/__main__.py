@@ -1,4 +1,8 @@
-"""Command line: ``python -m silentlib bench [--sizes 100,200,400] [--device cpu|cuda] [--dtype float32|float64]``."""
+"""Command line: ``python -m silentlib bench|figures [options]``.
+
+* ``bench [--sizes 100,200,400] [--device cpu|cuda] [--dtype float32|float64]`` (:mod:`silentlib.bench`);
+* ``figures --out DIR [--scale fast|paper] [--device cpu|cuda] [--chapters 02,05]`` (:mod:`silentlib.figures`).
+"""
 import sys
 
 USAGE = """usage: python -m silentlib <command> [options]
@@ -6,6 +10,9 @@ USAGE = """usage: python -m silentlib <command> [options]
 commands:
   bench    time the exact NTK methods (layerwise, jacobian, vp) against P;
            python -m silentlib bench --help for its options
+  figures  execute every chapter at one scale, checking its assertions, and write
+           its figures (PNG), executed notebooks and a summary of times;
+           python -m silentlib figures --help for its options
 """
 
 
@@ -19,6 +26,9 @@ def main(argv=None):
         from .bench import main as bench_main
         bench_main(rest)
         return 0
+    if command == "figures":
+        from .figures import main as figures_main
+        return figures_main(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
