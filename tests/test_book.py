@@ -89,3 +89,47 @@ def test_equation_labels_are_unique():
 
 def test_no_generated_notebooks_in_chapters():
     assert not list((ROOT / "chapters").glob("**/*.ipynb"))
+
+
+# A model's weights and outputs live on the training device (CUDA at paper scale on a GPU): inside
+# `observe=` callables, and on any model moved there. `.numpy()` on them needs `.cpu()` first.
+MODEL_TENSOR = re.compile(r"\.(weight|bias)\b|\.parameters\(|^\(?(\w*(model|net|mlp|wrn)\w*|_?m)[.(\[]")
+
+
+def numpy_chains(code):
+    """The expression chain before each ``.numpy()`` call, e.g. ``m.linears[0].weight.detach()``."""
+    for match in re.finditer(r"\.numpy\(\)", code):
+        i, depth = match.start(), 0
+        while i > 0:
+            ch = code[i - 1]
+            if ch in ")]":
+                depth += 1
+            elif ch in "([":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0 and not (ch.isalnum() or ch in "_."):
+                break
+            i -= 1
+        yield code[i:match.start()]
+
+
+def device_unsafe_numpy(code):
+    """Chains that look like a model's tensors turned into numpy without ``.cpu()``."""
+    return [c for c in numpy_chains(code) if MODEL_TENSOR.search(c) and ".cpu()" not in c]
+
+
+def test_numpy_scan_flags_model_tensors_without_cpu():
+    bad = ('W = m.linears[0].weight.detach().numpy()\n'
+           'a = net.linears[1].weight[0].numpy()\nf = model(x).detach().numpy()\nb = lin.bias.numpy()')
+    good = ('W = m.linears[0].weight.detach().cpu().numpy()\ny_np = y.numpy()\nz = (x @ data.beta).numpy()\n'
+            'K = K0.numpy() @ (y.numpy() - step.predictions[0])')
+    assert len(device_unsafe_numpy(bad)) == 4, device_unsafe_numpy(bad)
+    assert device_unsafe_numpy(good) == []
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_model_tensors_go_through_cpu_before_numpy(chapter):
+    problems = [f"{chapter.name}: {chain}.numpy()" for cell in jupytext.read(chapter).cells
+                if cell.cell_type == "code" for chain in device_unsafe_numpy(cell.source)]
+    assert not problems, "add .cpu() before .numpy() (the tensor may be on CUDA):\n" + "\n".join(problems)
