@@ -1,4 +1,5 @@
 """plotting (house style, normalizations, correlations), widgets (headless slider), bench (rows, CLI)."""
+import json
 import sys
 
 import matplotlib
@@ -9,7 +10,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from silentlib import plotting, widgets  # noqa: E402
+import silentlib as sl  # noqa: E402
+from silentlib import bench, config  # noqa: E402
 from silentlib.bench import format_table, run_benchmark  # noqa: E402
+from silentlib.bench import main as cli_bench  # noqa: E402
 from silentlib.__main__ import main as cli  # noqa: E402
 
 
@@ -126,3 +130,44 @@ def test_cli(capsys):
     out = capsys.readouterr().out
     assert "layerwise" in out and "vp" in out and torch.__version__ in out
     assert cli(["nope"]) == 2
+
+
+def test_layerwise_flop_count_by_hand():
+    model = sl.MLP(3, 4, 2)                 # 3 -> 4 -> 1, no bias
+    # forward 2*5*(3*4 + 4*1) = 160; backward through layer 2 only: 2*5*1*1*4 = 40;
+    # per pair of inputs: layer 1 2*3 + 2*4, layer 2 2*4 + 2*1 = 24
+    assert bench.layerwise_flops(model, 5, 1, 5) == 160 + 40 + 25 * 24
+    # blocks of 2, 2, 1: the pairs on and above the diagonal, 4+4+2 + 4+2 + 1 = 17
+    assert bench.layerwise_flops(model, 5, 1, 2) == 160 + 40 + 17 * 24
+
+
+def test_baselines_that_do_not_fit_are_reported_oom_and_slow_ones_skipped(monkeypatch):
+    rows = run_benchmark([4, 8], device="cpu", dtype="float64", width=8, d_in=6, repeats=1, max_seconds=1e-9)
+    by = {(r["P"], r["method"]): r for r in rows}
+    assert by[(4, "jacobian")]["status"] == "ok" and by[(8, "jacobian")]["status"] == "skip"
+    assert by[(8, "vp")]["predicted"] > 0 and by[(8, "layerwise")]["status"] == "ok"
+    monkeypatch.setattr(config, "free_memory", lambda dev: 30_000)   # the layerwise method blocks, the rest cannot
+    rows = run_benchmark([30], device="cpu", dtype="float64", width=40, d_in=6, repeats=1)
+    by = {r["method"]: r for r in rows}
+    assert by["layerwise"]["status"] == "ok" and by["layerwise"]["block_size"] < 30
+    assert by["jacobian"]["status"] == "OOM" and by["vp"]["status"] == "OOM"
+    assert "OOM" in format_table(rows)
+
+
+def test_tracking_and_generic_rows():
+    t = bench.tracking_overhead(device="cpu", dtype="float64", P=20, width=16, n_steps=30, n_records=5)
+    assert t["plain_seconds"] > 0 and t["tracked_seconds"] > 0 and t["final_loss"] < 1
+    assert t["overhead"] == pytest.approx(t["tracked_seconds"] / t["plain_seconds"] - 1)
+    g = bench.generic_models(device="cpu", dtype="float64", P=3, widen=1)
+    assert [r["method"] for r in g] == ["jacobian", "vp"]
+    assert g[0]["kernel_shape"] == [3, 3, 10, 10] and g[1]["max_rel_diff_to_jacobian"] < 1e-10
+
+
+def test_cli_writes_json(tmp_path):
+    path = tmp_path / "bench.json"
+    report = cli_bench(["--sizes", "3,5", "--width", "8", "--d-in", "5", "--repeats", "1", "--device", "cpu",
+                        "--dtype", "float64", "--json", str(path)])
+    data = json.loads(path.read_text())
+    assert data["versions"]["torch"] == torch.__version__
+    assert [(r["P"], r["method"]) for r in data["rows"]] == [(r["P"], r["method"]) for r in report["rows"]]
+    assert all(r["status"] == "ok" for r in data["rows"])
