@@ -330,17 +330,17 @@ def _plan(model, params, x1, x2, same, idx, method, block_size):
             f"computing this NTK with method={method!r} needs more working memory than {where} has "
             f"beside the {_gib(kernel)} kernel ({_gib(free)} free): use fewer inputs, per-output blocks "
             f"(outputs=[...]), method='jacobian' for a large model (it splits the parameters), or the CPU")
-    auto = min(auto, max(P1, P2))
-    if same and P1 >= 1024:  # a few row blocks let K(x, x) skip the blocks below the diagonal
-        auto = min(auto, max(1024, -(-P1 // SYMMETRIC_BLOCKS)))
+    fits = min(auto, max(P1, P2))
     if block_size is None:
-        block_size = auto
+        block_size = fits
+        if same and P1 >= 1024:  # a few row blocks let K(x, x) skip the blocks below the diagonal
+            block_size = min(fits, max(1024, -(-P1 // SYMMETRIC_BLOCKS)))
     elif not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-    elif block_size > auto and block_size < max(P1, P2):
+    elif min(block_size, max(P1, P2)) > fits:
         raise ValueError(
             f"block_size={block_size} needs more working memory than {where} has free beside the "
-            f"{_gib(kernel)} kernel; use block_size <= {auto} or leave it None to choose automatically")
+            f"{_gib(kernel)} kernel; use block_size <= {fits} or leave it None to choose automatically")
     block_size = min(block_size, max(P1, P2))
     if method == "vp":
         chunk = min(block_size * C, VP_CHUNK)

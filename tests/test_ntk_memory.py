@@ -151,8 +151,9 @@ def test_explicit_block_size_that_does_not_fit_is_refused(monkeypatch):
     x = torch.randn(40, 6)
     limit_memory(monkeypatch, 200_000)
     auto = ntk_plan(model, x).block_size
-    with pytest.raises(ValueError, match=f"use block_size <= {auto}"):
-        sl.ntk(model, x, block_size=39)
+    for too_big in (39, 40, 1000):                     # also when it covers all the inputs at once
+        with pytest.raises(ValueError, match=f"use block_size <= {auto}"):
+            sl.ntk(model, x, block_size=too_big)
 
 
 def test_no_working_memory_is_refused(monkeypatch):
