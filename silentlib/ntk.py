@@ -286,8 +286,9 @@ def _plan(model, params, x1, x2, same, idx, method, block_size):
         free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
     kernel = P1 * P2 * C * C * nbytes
     where = "the GPU" if dev.type == "cuda" else "the host"
+    cpu = "" if dev.type == "cpu" else \
+        f", or compute on the CPU (model.cpu(); the host has {_gib(config.free_memory('cpu'))} available)"
     if kernel > USABLE * free:
-        cpu = "" if dev.type == "cpu" else f", or compute on the CPU (model.cpu(); the host has {_gib(config.free_memory('cpu'))} available)"
         raise ValueError(
             f"the NTK of {P1:,} x {P2:,} inputs with {C} output(s) has P1*P2*C^2 = {P1 * P2 * C * C:,} entries, "
             f"{_gib(kernel)} in {str(ref.dtype).replace('torch.', '')}, but {where} has {_gib(free)} free. "
@@ -329,7 +330,7 @@ def _plan(model, params, x1, x2, same, idx, method, block_size):
         raise ValueError(
             f"computing this NTK with method={method!r} needs more working memory than {where} has "
             f"beside the {_gib(kernel)} kernel ({_gib(free)} free): use fewer inputs, per-output blocks "
-            f"(outputs=[...]), method='jacobian' for a large model (it splits the parameters), or the CPU")
+            f"(outputs=[...]), method='jacobian' for a large model (it splits the parameters){cpu}")
     fits = min(auto, max(P1, P2))
     if block_size is None:
         block_size = fits
