@@ -6,6 +6,7 @@ editing the tests. nbval runs with ``--nbval-lax --nbval-current-env`` (set in p
 every cell must run without error; the chapters' hidden assertion cells check their claims, and
 cells tagged ``nbval-check-output`` are compared with their stored outputs.
 """
+import os
 from pathlib import Path
 
 import jupytext
@@ -13,6 +14,9 @@ import nbformat
 from nbval.plugin import IPyNbFile
 
 ROOT = Path(__file__).parent
+# the chapters' kernels inherit this: sliders draw their default figure once instead of building a
+# widget that nobody answers (see silentlib.widgets)
+os.environ.setdefault("SILENT_STATIC", "1")
 NB_DIR = ROOT / "_build" / "nbval"
 
 

@@ -35,7 +35,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from tqdm.auto import tqdm
 
-ENV = ("SILENT_SCALE", "SILENT_DEVICE")
+ENV = ("SILENT_SCALE", "SILENT_DEVICE", "SILENT_STATIC")
 
 
 def default_chapters_dir() -> Path:
@@ -130,7 +130,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(SILENT_SCALE=args.scale, SILENT_DEVICE=device)  # the kernels inherit them
+    os.environ.update(SILENT_SCALE=args.scale, SILENT_DEVICE=device,  # the kernels inherit them
+                      SILENT_STATIC="1")  # sliders draw once (see silentlib.widgets)
     start, rows = time.perf_counter(), []
     try:
         for path in paths:

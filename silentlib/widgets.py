@@ -16,13 +16,18 @@ A range is given per keyword argument of ``plot_fn``:
 Every slider has ``continuous_update=False``: ``plot_fn`` runs when a slider
 is released, not while it is dragged. Building the widget runs ``plot_fn`` once
 with the default values and never waits for user input, so executing a
-notebook headless (nbval, the book build) does not block. Without ipywidgets,
-:func:`slider` calls ``plot_fn`` once with the defaults and returns None.
+notebook headless does not wait for input. Without ipywidgets, or when the
+environment variable ``SILENT_STATIC`` is set (as it is wherever the book runs
+chapters headless: the book build, nbval, ``python -m silentlib figures``),
+:func:`slider` calls ``plot_fn`` once with the defaults and returns None: nbclient
+can stall on the comm messages of a widget built with no front end to answer them
+(jupyter/nbclient#312), and a headless run has no use for a live widget.
 """
 from __future__ import annotations
 
 import math
 import numbers
+import os
 
 __all__ = ["slider", "defaults"]
 
@@ -92,14 +97,16 @@ def slider(plot_fn, **ranges):
     **ranges : ``name=spec``, see the module docstring.
 
     Returns the ``interactive`` widget (display it, or leave it as the cell's
-    last expression), or None when ipywidgets is not installed, in which case
-    ``plot_fn`` has been called once with the default values.
+    last expression), or None when ipywidgets is not installed or ``SILENT_STATIC``
+    is set, in which case ``plot_fn`` has been called once with the default values.
     """
     parsed = {name: _parse(name, spec) for name, spec in ranges.items()}
     values = {name: p[2] for name, p in parsed.items()}
     try:
         import ipywidgets
     except ImportError:
+        ipywidgets = None
+    if ipywidgets is None or os.environ.get("SILENT_STATIC"):
         plot_fn(**values)
         return None
 

@@ -78,8 +78,9 @@ def test_scale_note(monkeypatch):
     assert plotting.scale_note(fig).get_text().startswith("fast scale (")
 
 
-def test_slider_builds_widgets_and_draws_once():
+def test_slider_builds_widgets_and_draws_once(monkeypatch):
     ipywidgets = pytest.importorskip("ipywidgets")
+    monkeypatch.delenv("SILENT_STATIC", raising=False)      # a live notebook
     calls = []
 
     def draw(s=0.0, sigma=0.0, depth=0, act=None, n=None):
@@ -105,6 +106,28 @@ def test_slider_without_ipywidgets(monkeypatch):
     calls = []
     assert widgets.slider(lambda a, b: calls.append((a, b)), a=(0, 10, 1, 3), b=("log", 1e-2, 1.0, 0.5)) is None
     assert calls == [(3, 0.5)]
+
+
+def test_slider_static_when_headless(monkeypatch):
+    pytest.importorskip("ipywidgets")
+    monkeypatch.setenv("SILENT_STATIC", "1")
+    calls = []
+    assert widgets.slider(lambda a, b: calls.append((a, b)), a=(0, 10, 1, 3), b=["x", "y"]) is None
+    assert calls == [(3, "x")]
+
+
+def test_book_build_and_tests_run_sliders_static(monkeypatch):
+    """The book's Sphinx extension (and the test session) set SILENT_STATIC for the chapters' kernels."""
+    import importlib.util
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    assert "headless: _ext" in (root / "_config.yml").read_text()
+    spec = importlib.util.spec_from_file_location("headless", root / "_ext" / "headless.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.delenv("SILENT_STATIC", raising=False)
+    module.setup(None)
+    assert __import__("os").environ.get("SILENT_STATIC") == "1"
 
 
 def test_run_benchmark_rows():
