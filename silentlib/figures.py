@@ -54,10 +54,13 @@ def figure_pngs(nb):
             yield name, pngs
 
 
-def run_chapter(path: Path, out: Path) -> dict:
-    """Execute one chapter, write its figures and executed notebook; return its summary row."""
+def run_chapter(path: Path, out: Path, cell_timeout: float = 3600) -> dict:
+    """Execute one chapter, write its figures and executed notebook; return its summary row.
+
+    A cell still running after ``cell_timeout`` seconds fails the chapter (nothing hangs forever).
+    """
     nb = jupytext.read(path)
-    client = NotebookClient(nb, timeout=None, kernel_name="python3",
+    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     status, error, start = "passed", None, time.perf_counter()
@@ -72,7 +75,8 @@ def run_chapter(path: Path, out: Path) -> dict:
         except CellExecutionError as err:
             status, error = "FAILED", f"{err.ename}: {err.evalue}".strip().splitlines()[-1]
         except Exception as err:  # a dead kernel, a kernel that never started, ...
-            status, error = "FAILED", (f"{type(err).__name__}: {err}".strip().splitlines() or ["?"])[-1]
+            lines = [l for l in str(err).splitlines() if l.strip() and not set(l.strip()) <= set("-=")]
+            status, error = "FAILED", f"{type(err).__name__}: {lines[0] if lines else ''}".strip()
     seconds = time.perf_counter() - start
     n_figures = 0
     for name, pngs in figure_pngs(nb):
@@ -111,6 +115,8 @@ def main(argv=None) -> int:
                         help="default: cuda when available, else cpu")
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs, notebooks/ and summary.json")
     parser.add_argument("--chapters", default=None, help="comma-separated chapter numbers (default: all)")
+    parser.add_argument("--cell-timeout", type=float, default=3600,
+                        help="seconds after which a still-running cell fails its chapter (default 3600)")
     parser.add_argument("--chapters-dir", type=Path, default=None,
                         help="folder of the chapter .md files (default: the repository's chapters/)")
     args = parser.parse_args(argv)
@@ -135,7 +141,7 @@ def main(argv=None) -> int:
     start, rows = time.perf_counter(), []
     try:
         for path in paths:
-            rows.append(run_chapter(path, args.out))
+            rows.append(run_chapter(path, args.out, args.cell_timeout))
             if rows[-1]["error"]:
                 tqdm.write(f"{path.stem}: FAILED: {rows[-1]['error']}")
     finally:

@@ -83,6 +83,7 @@ assert x == 2, "the science failed at this scale"
 import os
 from pathlib import Path
 assert os.environ["SILENT_SCALE"] == "fast" and os.environ["SILENT_DEVICE"] == "cpu"
+assert os.environ["SILENT_STATIC"] == "1"      # sliders draw once, headless
 assert Path.cwd().resolve() == Path(%r).resolve()
 ```
 
@@ -110,6 +111,25 @@ for k in range(2):
     for name in ("02_fine__fig-two_1.png", "02_fine__fig-two_2.png"):
         assert_png(out / name)
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_a_cell_that_runs_too_long_fails_its_chapter(tmp_path):
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    (chapters / "01_slow.md").write_text(HEADER + """
+# Slow
+
+```{code-cell} ipython3
+import time
+time.sleep(60)
+```
+""")
+    out = tmp_path / "out"
+    status = figures.main(["--scale", "fast", "--device", "cpu", "--chapters-dir", str(chapters),
+                           "--out", str(out), "--cell-timeout", "2"])
+    assert status == 1
+    row = json.loads((out / "summary.json").read_text())["chapters"][0]
+    assert row["status"] == "FAILED" and "timed out" in row["error"].lower(), row   # the sleep itself succeeds
 
 
 def test_unknown_chapter_number_is_an_error(tmp_path, capsys):
