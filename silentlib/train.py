@@ -111,7 +111,8 @@ CHECK_EVERY = 1000  # steps between checks that the loss is finite (each check s
 
 
 def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=True,
-          x_test=None, seed=None, observe=None, ntk_method="auto", progress=None, device=None):
+          x_test=None, seed=None, observe=None, ntk_method="auto", progress=None, device=None,
+          keep_kernels=True):
     """Train ``model`` in place on (x, y) and record its trajectory.
 
     Parameters
@@ -125,6 +126,9 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
     n_records : about how many log-spaced records to keep (plus t = 0).
     track_ntk : compute K_t on the training set at every record (alignment,
         kernel norm, snapshots). The initial and final NTKs are always computed.
+    keep_kernels : with ``track_ntk``, keep every K_t in ``Trajectory.kernels`` (on the
+        host); False keeps only the alignment and the kernel norm, for kernels too large
+        to keep a hundred of (e.g. P = 2000 with 10 outputs: 3.2 GB each in float64).
     x_test : optional (Q, ...) inputs whose predictions are recorded and whose
         cross-kernels with the training set are returned.
     seed : if given, ``torch.manual_seed(seed)`` before training (only matters
@@ -152,13 +156,13 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
     model.to(dev)
     try:
         return _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk,
-                      x_test, seed, observe, ntk_method, progress)
+                      x_test, seed, observe, ntk_method, progress, keep_kernels)
     finally:
         model.to(home)
 
 
 def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_test, seed,
-           observe, ntk_method, progress):
+           observe, ntk_method, progress, keep_kernels):
     ref = params[0]
     x = as_batch(x, "x", ref)
     y = as_batch(y, "y", ref)
@@ -178,7 +182,7 @@ def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_te
 
     n_steps = max(1, int(round(t_max / lr)))
     steps = record_steps(n_steps, n_records)
-    if track_ntk:  # the snapshots are kept on the host: refuse before training if they cannot be
+    if track_ntk and keep_kernels:  # the snapshots are kept on the host: refuse before training if they cannot be
         C = 1 if y.ndim == 1 else y.shape[1]
         need = len(steps) * (x.shape[0] * C) ** 2 * ref.element_size()
         have = config.free_memory(torch.device("cpu"))
@@ -186,7 +190,8 @@ def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_te
             raise ValueError(
                 f"tracking the NTK keeps {len(steps)} kernels of {x.shape[0]}x{x.shape[0]}x{C}x{C} entries, "
                 f"{need / 2**30:.1f} GiB, but the host has {have / 2**30:.1f} GiB available; "
-                f"use fewer records (n_records), fewer examples, or track_ntk=False")
+                f"use fewer records (n_records), fewer examples, keep_kernels=False (alignment and norm only) "
+                f"or track_ntk=False")
     opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else None
     rec = {k: [] for k in ("loss", "alignment", "kernel_norm", "pred", "kernels", "test")}
     obs = {name: [] for name in (observe or {})}
@@ -203,7 +208,8 @@ def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_te
         rec["loss"].append(loss_value)
         if track_ntk:
             K = kernel(x)
-            rec["kernels"].append(K)
+            if keep_kernels:
+                rec["kernels"].append(K)
             rec["alignment"].append(kernel_alignment(K, y_np))
             rec["kernel_norm"].append(float(np.linalg.norm(K)))
         else:
@@ -253,7 +259,7 @@ def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_te
         alignment=np.array(rec["alignment"]),
         kernel_norm=np.array(rec["kernel_norm"]),
         predictions=np.stack(rec["pred"]),
-        kernels=np.stack(rec["kernels"]) if track_ntk else None,
+        kernels=np.stack(rec["kernels"]) if track_ntk and keep_kernels else None,
         test_predictions=np.stack(rec["test"]) if x_test is not None else None,
         K0=K0, Kinf=Kinf, K0_test=K0_test,
         Kinf_test=kernel(x_test, x) if x_test is not None else None,

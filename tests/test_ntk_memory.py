@@ -1,4 +1,5 @@
 """The NTK engine on generic models, its blocking and memory planning, and its refusals."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -218,6 +219,10 @@ def test_train_refuses_tracked_kernels_that_do_not_fit_on_the_host(monkeypatch):
     with pytest.raises(ValueError, match="n_records.*track_ntk=False"):
         sl.train(model, x, y, lr=0.1, t_max=100, n_records=100)
     sl.train(model, x, y, lr=0.1, t_max=100, n_records=100, track_ntk=False)   # fine without snapshots
+    tr = sl.train(sl.MLP(3, 4, 2), x, y, lr=0.1, t_max=100, n_records=100, keep_kernels=False)
+    full = sl.train(sl.MLP(3, 4, 2), x, y, lr=0.1, t_max=100, n_records=20)
+    assert tr.kernels is None and np.all(np.isfinite(tr.alignment)) and np.all(tr.kernel_norm > 0)
+    assert full.kernels.shape == (len(full.t), 50, 50)
 
 
 def test_train_hands_the_model_back_on_its_device():
