@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import config
 from .config import as_batch
-from .kernels import kernel_alignment, kernel_regression
+from .kernels import kernel_regression
 from .ntk import ntk
 
 
@@ -207,11 +207,14 @@ def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_te
                 rec["test"].append(model(x_test).cpu().numpy())
         rec["loss"].append(loss_value)
         if track_ntk:
-            K = kernel(x)
+            with torch.no_grad():
+                K = ntk(model, x, method=ntk_method)     # on the device: only what is kept moves
+                norm = torch.linalg.vector_norm(K)
+                yKy = torch.einsum("i,ij,j->", y, K, y) if K.ndim == 2 else torch.einsum("ia,ijab,jb->", y, K, y)
             if keep_kernels:
-                rec["kernels"].append(K)
-            rec["alignment"].append(kernel_alignment(K, y_np))
-            rec["kernel_norm"].append(float(np.linalg.norm(K)))
+                rec["kernels"].append(K.cpu().numpy())
+            rec["alignment"].append(float(yKy / (norm * y.pow(2).sum())))   # kernel_alignment(K, y)
+            rec["kernel_norm"].append(float(norm))
         else:
             rec["alignment"].append(math.nan)
             rec["kernel_norm"].append(math.nan)

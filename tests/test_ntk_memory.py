@@ -225,6 +225,15 @@ def test_train_refuses_tracked_kernels_that_do_not_fit_on_the_host(monkeypatch):
     assert full.kernels.shape == (len(full.t), 50, 50)
 
 
+def test_tracked_alignment_of_a_multi_output_kernel_matches_kernel_alignment():
+    torch.manual_seed(12)
+    x, y = torch.randn(12, 4), torch.randn(12, 3)
+    tr = sl.train(sl.MLP(4, 16, 2, out_dim=3, activation="tanh", sigma=0.5), x, y, lr=0.05, t_max=5, n_records=6)
+    for k in range(len(tr.t)):
+        assert tr.alignment[k] == pytest.approx(sl.kernel_alignment(tr.kernels[k], y), rel=1e-12)
+        assert tr.kernel_norm[k] == pytest.approx(np.linalg.norm(tr.kernels[k]), rel=1e-12)
+
+
 def test_train_hands_the_model_back_on_its_device():
     model = sl.MLP(3, 4, 2)
     before = [p for p in model.parameters()]
