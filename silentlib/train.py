@@ -41,7 +41,7 @@ class Trajectory:
     predictions : (n, P) or (n, P, C) network outputs on the training set.
     kernels : (n, P, P) or (n, P, P, C, C) K_t on the training set, or None.
     test_predictions : (n, Q) or (n, Q, C) outputs on ``x_test``, or None.
-    K0, Kinf : initial and final NTK on the training set.
+    K0, Kinf : initial and final NTK on the training set (None with ``keep_kernels=False``).
     K0_test, Kinf_test : initial and final NTK between test and training
         points, shape (Q, P) or (Q, P, C, C), ready for
         ``kernel_regression(K0, K0_test, y)``; None without ``x_test``.
@@ -75,7 +75,7 @@ class Trajectory:
         (paper, Figure 1(b); silent alignment predicts the network matches "Kinf").
         """
         if self.K0_test is None:
-            raise ValueError("kernel_predictions needs a trajectory trained with x_test")
+            raise ValueError("kernel_predictions needs a trajectory trained with x_test and keep_kernels=True")
         return {"K0": kernel_regression(self.K0, self.K0_test, self.y, ridge),
                 "Kinf": kernel_regression(self.Kinf, self.Kinf_test, self.y, ridge)}
 
@@ -126,9 +126,10 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
     n_records : about how many log-spaced records to keep (plus t = 0).
     track_ntk : compute K_t on the training set at every record (alignment,
         kernel norm, snapshots). The initial and final NTKs are always computed.
-    keep_kernels : with ``track_ntk``, keep every K_t in ``Trajectory.kernels`` (on the
-        host); False keeps only the alignment and the kernel norm, for kernels too large
-        to keep a hundred of (e.g. P = 2000 with 10 outputs: 3.2 GB each in float64).
+    keep_kernels : keep kernels on the Trajectory (on the host): K_0, K_inf, the test
+        cross-kernels and, with ``track_ntk``, every K_t in ``kernels``. False keeps none of
+        them, only the tracked alignment and kernel norm, for kernels too large to keep
+        (e.g. P = 2000 with 10 outputs: 3.2 GB each in float64).
     x_test : optional (Q, ...) inputs whose predictions are recorded and whose
         cross-kernels with the training set are returned.
     seed : if given, ``torch.manual_seed(seed)`` before training (only matters
@@ -223,8 +224,8 @@ def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_te
                 v = fn(model)
             obs[name].append(np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, dtype=np.float64))
 
-    K0 = kernel(x)
-    K0_test = kernel(x_test, x) if x_test is not None else None
+    K0 = kernel(x) if keep_kernels else None
+    K0_test = kernel(x_test, x) if x_test is not None and keep_kernels else None
     show = progress if progress is not None else n_steps > 20000
     bar = tqdm(total=n_steps, disable=not show, desc="training", leave=False)
     next_rec = 0
@@ -255,7 +256,7 @@ def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_te
         bar.update(1)
     bar.close()
 
-    Kinf = kernel(x)
+    Kinf = kernel(x) if keep_kernels else None
     return Trajectory(
         t=steps * lr,
         loss=np.array(rec["loss"]),
@@ -265,7 +266,7 @@ def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_te
         kernels=np.stack(rec["kernels"]) if track_ntk and keep_kernels else None,
         test_predictions=np.stack(rec["test"]) if x_test is not None else None,
         K0=K0, Kinf=Kinf, K0_test=K0_test,
-        Kinf_test=kernel(x_test, x) if x_test is not None else None,
+        Kinf_test=kernel(x_test, x) if x_test is not None and keep_kernels else None,
         observables={k: np.stack(v) for k, v in obs.items()},
         steps=steps, lr=float(lr), optimizer=optimizer, y=y_np,
     )

@@ -219,9 +219,13 @@ def test_train_refuses_tracked_kernels_that_do_not_fit_on_the_host(monkeypatch):
     with pytest.raises(ValueError, match="n_records.*track_ntk=False"):
         sl.train(model, x, y, lr=0.1, t_max=100, n_records=100)
     sl.train(model, x, y, lr=0.1, t_max=100, n_records=100, track_ntk=False)   # fine without snapshots
+    torch.manual_seed(13)
     tr = sl.train(sl.MLP(3, 4, 2), x, y, lr=0.1, t_max=100, n_records=100, keep_kernels=False)
+    torch.manual_seed(13)
     full = sl.train(sl.MLP(3, 4, 2), x, y, lr=0.1, t_max=100, n_records=20)
     assert tr.kernels is None and np.all(np.isfinite(tr.alignment)) and np.all(tr.kernel_norm > 0)
+    assert tr.K0 is None and tr.Kinf is None                           # no kernel-sized array kept at all
+    np.testing.assert_allclose(tr.alignment[[0, -1]], full.alignment[[0, -1]], rtol=1e-12)  # same run, same numbers
     assert full.kernels.shape == (len(full.t), 50, 50)
 
 
