@@ -328,8 +328,8 @@ def run_grid(*, full, device=None, dtype="float32", repeats=3, max_seconds=None,
                 report["rows"] += run_benchmark(sizes, device=dev, dtype=dtype, width=N, depth=L, out_dim=C,
                                                 repeats=repeats, max_seconds=max_seconds, peak=peak,
                                                 verbose=verbose)
-    # the case, P = N = 1000 with 100 records; a CPU runs fewer steps (each takes ~0.1 s there)
-    report["tracking"] = tracking_overhead(device=dev, dtype=dtype, n_steps=10000 if gpu or full else 300,
+    # P = N = 1000 with 100 records; a CPU runs fewer steps (each takes ~20 ms there)
+    report["tracking"] = tracking_overhead(device=dev, dtype=dtype, n_steps=10000 if gpu or full else 1000,
                                            width=1000, P=1000)
     report["generic"] = generic_models(device=dev, dtype=dtype, P=100 if gpu or full else 12,
                                        widen=4, repeats=1 if not gpu else 2)

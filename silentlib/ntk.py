@@ -326,6 +326,8 @@ def _plan(model, params, x1, x2, same, idx, method, block_size):
         cached = (P1 + (0 if same else P2)) * (feat - act) + act * min(P1, 1024)
         cache = (groups is None or len(groups) == 1) and cached <= budget / 2
         auto = _solve_block(tile, 0, budget - cached) if cache else _solve_block(tile, 2 * feat, budget)
+        if same and not cache and P1 * feat + tile * P1 * P1 <= budget:
+            auto = P1  # one block holds one set of features, not a row and a column set
     if auto < 1:
         raise ValueError(
             f"computing this NTK with method={method!r} needs more working memory than {where} has "
@@ -349,7 +351,8 @@ def _plan(model, params, x1, x2, same, idx, method, block_size):
     elif cache:
         working = cached + tile * block_size ** 2
     else:
-        working = 2 * feat * block_size + tile * block_size ** 2
+        sets = 1 if same and block_size >= P1 else 2
+        working = sets * feat * block_size + tile * block_size ** 2
     return Plan(method, C, block_size, cache, groups, chunk, kernel, int(working * nbytes), int(free))
 
 
