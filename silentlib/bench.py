@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from . import config
 from .config import exact_matmul
 from .models import MLP, WideResNet
 from .ntk import METHODS, ntk, ntk_plan
@@ -217,8 +218,7 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device=None, dtype="float32", methods=
 
 
 def _device(device):
-    dev = torch.device(device) if device is not None else (
-        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    dev = torch.device(device) if device is not None else config.device()
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available")
     return dev

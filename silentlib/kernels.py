@@ -2,12 +2,13 @@
 
 Kernels follow :func:`silentlib.ntk`'s shapes: (P1, P2) for a scalar output,
 (P1, P2, C, C) for C outputs. Both functions accept numpy arrays or tensors and
-return numpy (alignment: a float).
+return numpy (alignment: a float, computed on a tensor's own device).
 """
 from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import torch
 
 
 def _np(a, name):
@@ -21,16 +22,25 @@ def _np(a, name):
     return a
 
 
-def _flatten(K, y, what):
-    """(K, y) -> (PC x PC matrix, PC vector), checking that the shapes agree."""
-    if K.ndim == 2 and y.ndim == 1 and K.shape[1] == y.shape[0]:
-        return K, y
-    if K.ndim == 4 and y.ndim == 2 and K.shape[1] == y.shape[0] and K.shape[2:] == (y.shape[1],) * 2:
-        P1, P2, C, _ = K.shape
-        return K.transpose(0, 2, 1, 3).reshape(P1 * C, P2 * C), y.reshape(-1)
+def _check_shapes(K_shape, y_shape, what):
+    """Raise unless K is (P1, P) with y (P,), or (P1, P, C, C) with y (P, C)."""
+    K_shape, y_shape = tuple(K_shape), tuple(y_shape)
+    if len(K_shape) == 2 and len(y_shape) == 1 and K_shape[1] == y_shape[0]:
+        return
+    if len(K_shape) == 4 and len(y_shape) == 2 and K_shape[1] == y_shape[0] and K_shape[2:] == (y_shape[1],) * 2:
+        return
     raise ValueError(
         f"{what}: expected a (P, P) kernel with y of shape (P,), or a (P, P, C, C) kernel "
-        f"with y of shape (P, C); got kernel {K.shape} and y {y.shape}")
+        f"with y of shape (P, C); got kernel {K_shape} and y {y_shape}")
+
+
+def _flatten(K, y, what):
+    """(K, y) -> (PC x PC matrix, PC vector), checking that the shapes agree."""
+    _check_shapes(K.shape, y.shape, what)
+    if K.ndim == 2:
+        return K, y
+    P1, P2, C, _ = K.shape
+    return K.transpose(0, 2, 1, 3).reshape(P1 * C, P2 * C), y.reshape(-1)
 
 
 def kernel_alignment(K, y) -> float:
@@ -40,7 +50,19 @@ def kernel_alignment(K, y) -> float:
     K of shape (P, P, C, C) and y of shape (P, C): the same formula with K read
     as a PC x PC matrix, i.e. sum_{ijab} y_ia K_ijab y_jb / (||K||_F |y|_F^2).
     A lies in [-1, 1] and equals 1 exactly when K is proportional to y y^T.
+    A torch tensor K is reduced where it lives, in its dtype, without a copy (a GPU
+    kernel never crosses to the host).
     """
+    if isinstance(K, torch.Tensor):
+        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y, dtype=K.dtype, device=K.device)
+        _check_shapes(K.shape, y.shape, "kernel_alignment")
+        if K.shape[0] != K.shape[1]:
+            raise ValueError(f"kernel_alignment needs a square kernel, got {tuple(K.shape)}")
+        yKy = torch.einsum("i,ij,j->", y, K, y) if K.ndim == 2 else torch.einsum("ia,ijab,jb->", y, K, y)
+        norm = torch.linalg.vector_norm(K) * y.pow(2).sum()
+        if not torch.isfinite(yKy / norm):
+            raise ValueError("kernel_alignment is undefined for a zero or non-finite kernel or zero targets")
+        return float(yKy / norm)
     K, y = _np(K, "K"), _np(y, "y")
     Km, v = _flatten(K, y, "kernel_alignment")
     if Km.shape[0] != Km.shape[1]:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import config
 from .config import as_batch
-from .kernels import kernel_regression
+from .kernels import kernel_alignment, kernel_regression
 from .ntk import ntk
 
 
@@ -125,7 +125,8 @@ def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=Tr
         paper's CIFAR-10 and Wide-ResNet runs; the tracked kernel stays the plain NTK).
     n_records : about how many log-spaced records to keep (plus t = 0).
     track_ntk : compute K_t on the training set at every record (alignment,
-        kernel norm, snapshots). The initial and final NTKs are always computed.
+        kernel norm, snapshots). The initial and final NTKs are computed either way
+        (unless ``keep_kernels=False``).
     keep_kernels : keep kernels on the Trajectory (on the host): K_0, K_inf, the test
         cross-kernels and, with ``track_ntk``, every K_t in ``kernels``. False keeps none of
         them, only the tracked alignment and kernel norm, for kernels too large to keep
@@ -208,14 +209,11 @@ def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_te
                 rec["test"].append(model(x_test).cpu().numpy())
         rec["loss"].append(loss_value)
         if track_ntk:
-            with torch.no_grad():
-                K = ntk(model, x, method=ntk_method)     # on the device: only what is kept moves
-                norm = torch.linalg.vector_norm(K)
-                yKy = torch.einsum("i,ij,j->", y, K, y) if K.ndim == 2 else torch.einsum("ia,ijab,jb->", y, K, y)
+            K = ntk(model, x, method=ntk_method)     # on the device: only what is kept moves to the host
             if keep_kernels:
                 rec["kernels"].append(K.cpu().numpy())
-            rec["alignment"].append(float(yKy / (norm * y.pow(2).sum())))   # kernel_alignment(K, y)
-            rec["kernel_norm"].append(float(norm))
+            rec["alignment"].append(kernel_alignment(K, y))
+            rec["kernel_norm"].append(float(torch.linalg.vector_norm(K)))
         else:
             rec["alignment"].append(math.nan)
             rec["kernel_norm"].append(math.nan)

@@ -142,3 +142,14 @@ def test_cosine_similarity():
     bb = np.outer(beta, beta)
     expected = beta @ M @ beta / (np.linalg.norm(M) * (beta @ beta))
     assert sl.cosine_similarity(M, bb) == pytest.approx(expected, rel=1e-12)
+
+
+def test_alignment_of_a_tensor_is_computed_where_it_lives_and_agrees():
+    rng = np.random.default_rng(3)
+    for K_shape, y_shape in (((6, 6), (6,)), ((5, 5, 3, 3), (5, 3))):
+        K, y = rng.normal(size=K_shape), rng.normal(size=y_shape)
+        assert sl.kernel_alignment(torch.as_tensor(K), y) == pytest.approx(sl.kernel_alignment(K, y), rel=1e-12)
+    with pytest.raises(ValueError, match="expected a"):
+        sl.kernel_alignment(torch.zeros(4, 4), np.ones(3))
+    with pytest.raises(ValueError, match="undefined"):
+        sl.kernel_alignment(torch.zeros(3, 3), np.ones(3))
