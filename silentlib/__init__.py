@@ -9,12 +9,12 @@ Alignment Effect", ICLR 2022 (arXiv 2111.00034).
     >>> traj = sl.train(model, x, y, lr=0.05, t_max=200)
     >>> traj.alignment[-1], traj.loss[-1]
 """
-from .config import device, exact_matmul, pick, scale
+from .config import device, exact_matmul, pick, scale, seed, setup
 from .kernels import cosine_similarity, kernel_alignment, kernel_regression
 from .models import MLP, WideResNet
 from .ntk import ntk, ntk_plan
 from .train import Trajectory, crossing_time, train
 
 __all__ = ["MLP", "WideResNet", "ntk", "ntk_plan", "train", "Trajectory", "crossing_time",
-           "kernel_alignment", "kernel_regression", "cosine_similarity", "device", "scale", "pick", "exact_matmul"]
+           "kernel_alignment", "kernel_regression", "cosine_similarity", "device", "scale", "pick", "seed", "setup", "exact_matmul"]
 __version__ = "0.1.0"

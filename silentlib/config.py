@@ -5,6 +5,9 @@
 * :func:`scale` -- the book's size switch, read from the environment variable
   ``SILENT_SCALE``: ``"fast"`` (the default; every chapter runs in well under a
   minute on two CPU cores) or ``"paper"`` (the paper's sizes; meant for a GPU).
+* :func:`seed` -- the book's seed, read from ``SILENT_SEED`` (default 0): every random draw
+  of every chapter (data, initial weights, test points, splits) derives from it.
+* :func:`setup` -- the one call at the top of every chapter: float64, threads, the seed.
 * :func:`exact_matmul` -- a context in which float32 matrix products are never
   computed in TF32 (NVIDIA GPUs otherwise may use TF32, which keeps only 10
   mantissa bits and would spoil kernel comparisons at the 1e-3 level).
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 SCALES = ("fast", "paper")
+MAX_SEED = 2**31 - 1
 
 
 def device() -> torch.device:
@@ -51,6 +55,46 @@ def scale() -> str:
 def pick(fast, paper):
     """Return ``fast`` or ``paper`` according to :func:`scale` (chapters size their runs with it)."""
     return paper if scale() == "paper" else fast
+
+
+def seed() -> int:
+    """The book's seed: the integer in ``SILENT_SEED`` (default 0).
+
+    Chapters derive every random draw from it (``seed() + k`` for their k-th draw), so one
+    variable re-runs the whole book on other data and initial weights. Raises ``ValueError``
+    unless it is an integer in [0, 2**31 - 1].
+    """
+    value = os.environ.get("SILENT_SEED", "").strip()
+    if not value:
+        return 0
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"SILENT_SEED must be a non-negative integer such as 0 or 3, got {value!r}") from None
+    if not 0 <= number <= MAX_SEED:
+        raise ValueError(f"SILENT_SEED must be an integer in [0, {MAX_SEED}], got {number}")
+    return number
+
+
+def setup() -> int:
+    """The chapters' setup call: float64 by default, the threads, the seed; returns :func:`seed`.
+
+    At the fast scale torch and NumPy's BLAS use one thread: the book's problems are small, and
+    one thread is as fast as two and immune to contention on a shared CPU. ``torch.manual_seed``
+    is set to the seed, so that weights drawn without an explicit generator derive from it too.
+    """
+    torch.set_default_dtype(torch.float64)
+    if scale() == "fast":
+        torch.set_num_threads(1)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:   # an optional dependency: without it NumPy keeps its threads
+            pass
+        else:
+            threadpool_limits(1)
+    number = seed()
+    torch.manual_seed(number)
+    return number
 
 
 @contextlib.contextmanager

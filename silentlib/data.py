@@ -54,7 +54,8 @@ def whiten(X, gamma=0.0, x_test=None, *, rtol=1e-8):
     Parameters
     ----------
     X : (P, D) training inputs (numpy array or tensor).
-    gamma : whitening exponent in [0, 1] (any real is accepted).
+    gamma : whitening exponent, >= 0: 0 whitens, 1 keeps the spectrum, values above 1
+        sharpen it (a negative gamma would invert it and is refused).
     x_test : optional (Q, D) inputs, transformed with the *training* set's map
         x -> c V diag(S^(gamma-1)) V^T x.
 
@@ -62,8 +63,8 @@ def whiten(X, gamma=0.0, x_test=None, *, rtol=1e-8):
     same type (and tensor dtype/device) as the inputs.
     """
     Xn = _as_float64(X, "X")
-    if not np.isfinite(gamma):
-        raise ValueError(f"gamma must be finite, got {gamma}")
+    if not (np.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma must be a finite number >= 0 (0 whitens, 1 keeps the spectrum), got {gamma}")
     U, S, Vt = np.linalg.svd(Xn, full_matrices=False)
     r = int(np.sum(S > rtol * S[0])) if S[0] > 0 else 0
     if r == 0:
@@ -79,6 +80,36 @@ def whiten(X, gamma=0.0, x_test=None, *, rtol=1e-8):
         raise ValueError(f"x_test must have {Xn.shape[1]} columns like X, got shape {Tn.shape}")
     out_test = ((Tn @ Vt.T) * (c * S ** (gamma - 1))) @ Vt
     return _like(out, X), _like(out_test, x_test)
+
+
+def orthonormal_columns(A):
+    """The Q of the QR decomposition of A (n, k), n >= k, with R's diagonal made positive.
+
+    That Q is unique (it is Gram-Schmidt of A's columns) and continuous in A, so it does not
+    depend on which LAPACK kernel computed the factorization (Householder signs differ).
+    Raises ``ValueError`` when A's columns are linearly dependent.
+    """
+    Q, R = np.linalg.qr(np.asarray(A, dtype=np.float64))
+    d = np.diag(R)
+    if np.any(np.abs(d) <= 1e-12 * max(np.abs(d).max(), 1e-300)):
+        raise ValueError(f"orthonormal_columns needs linearly independent columns, got shape {np.shape(A)}")
+    return Q * np.sign(d)
+
+
+def _row_span_projector(X):
+    """Orthogonal projector onto X's row span, X^T (X X^T)^{-1} X (D, D), or None if that is R^D.
+
+    Computed without any eigenbasis of X (whose singular values are all equal after whitening,
+    so its singular vectors are arbitrary): only the projector, which is unique, is used.
+    """
+    P, D = X.shape
+    if P >= D:
+        return None                           # whitened (full-rank) data of P >= D span R^D
+    return X.T @ np.linalg.solve(X @ X.T, X)
+
+
+def _in_span(v, span):
+    return v if span is None else span @ v
 
 
 @dataclasses.dataclass
@@ -113,6 +144,12 @@ def linear_teacher(P, D, *, s=1.0, out_dim=1, singular_values=None, input_spectr
     with random orthonormal z_a in R^C and v_a in the data's span, singular
     values ``singular_values`` (default: all equal to ``s``), and y = X beta^T.
 
+    Every direction is drawn directly, as an isotropic Gaussian vector projected on the data's
+    span (the identity for P >= D) and orthonormalized by :func:`orthonormal_columns`, never as
+    coordinates in a singular basis of X: whitened data have equal singular values, so that
+    basis is arbitrary and differs between LAPACK builds. The same ``seed`` gives the same
+    data on every machine (to rounding).
+
     Test inputs (``n_test`` of them) are Gaussian with covariance diag(lambda)
     (identity when whitened), and their targets come from the same teacher.
     """
@@ -130,24 +167,23 @@ def linear_teacher(P, D, *, s=1.0, out_dim=1, singular_values=None, input_spectr
         X = X * np.sqrt(lam)
     else:
         lam = np.ones(D)
-    Vt = np.linalg.svd(X, full_matrices=False)[2]
-    Vt = Vt[: min(P, D)]                      # orthonormal basis of the data's row span
+    span = _row_span_projector(X)             # (D, D), or None when the span is all of R^D
     if out_dim == 1:
         if singular_values is not None:
             raise ValueError("singular_values is for out_dim > 1; use s for one output")
         if not (np.isfinite(s) and s > 0):
             raise ValueError(f"s must be positive, got {s}")
-        beta = Vt.T @ rng.standard_normal(Vt.shape[0])
+        beta = _in_span(rng.standard_normal(D), span)
         beta /= np.linalg.norm(beta)
         W, strength = s * beta[None, :], float(s)
     else:
         sv = np.full(out_dim, float(s)) if singular_values is None else np.asarray(singular_values, float)
         if sv.shape != (out_dim,) or np.any(sv <= 0):
             raise ValueError(f"singular_values must be {out_dim} positive numbers, got {sv}")
-        if out_dim > Vt.shape[0]:
-            raise ValueError(f"out_dim={out_dim} needs a data span of at least that rank, got {Vt.shape[0]}")
-        Z = np.linalg.qr(rng.standard_normal((out_dim, out_dim)))[0]
-        V = Vt.T @ np.linalg.qr(rng.standard_normal((Vt.shape[0], out_dim)))[0]
+        if out_dim > min(P, D):
+            raise ValueError(f"out_dim={out_dim} needs a data span of at least that rank, got {min(P, D)}")
+        Z = orthonormal_columns(rng.standard_normal((out_dim, out_dim)))
+        V = orthonormal_columns(_in_span(rng.standard_normal((D, out_dim)), span))
         W = (Z * sv) @ V.T                    # (C, D) = sum_a s_a z_a v_a^T
         beta, strength = W, sv
     Y = X @ W.T

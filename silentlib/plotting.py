@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from cycler import cycler
 
-from .config import device, scale
+from .config import device, scale, seed
 
 COLORS = {
     "loss": "#1f77b4",          # blue, as in the paper's Figure 1
@@ -100,11 +100,12 @@ def scale_note(fig, *, loc="lower right"):
     """Mark ``fig`` with the scale that made it, in small grey text in a corner.
 
     The text reads "fast scale (CPU)" or "paper scale (NVIDIA H100 ...)" after
-    :func:`silentlib.scale` and :func:`silentlib.device`. ``loc`` is one of
+    :func:`silentlib.scale` and :func:`silentlib.device`, followed by ", seed N" when
+    :func:`silentlib.seed` is not 0. ``loc`` is one of
     "lower right", "lower left", "upper right", "upper left". Returns the Text.
     """
     label = "paper scale" if scale() == "paper" else "fast scale"
-    text = f"{label} ({_device_name()})"
+    text = f"{label} ({_device_name()})" + (f", seed {seed()}" if seed() else "")
     x = 0.995 if "right" in loc else 0.005
     y = 0.005 if "lower" in loc else 0.995
     return fig.text(x, y, text, fontsize=7, color="0.55",

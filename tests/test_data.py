@@ -163,6 +163,75 @@ def test_linear_teacher_input_spectrum_and_seed():
         linear_teacher(0, 4)
 
 
+# ----------------------------------------- no result depends on an arbitrary basis
+
+_default_rng = np.random.default_rng
+
+
+class _PerturbedFirstDraw:
+    """A numpy Generator whose first standard_normal draw (the inputs) is moved by 1e-12."""
+
+    def __init__(self, seed):
+        self._rng = _default_rng(seed)
+        self._first = True
+
+    def standard_normal(self, shape):
+        a = self._rng.standard_normal(shape)
+        if self._first:
+            self._first = False
+            a = a + 1e-12 * _default_rng(12345).standard_normal(shape)
+        return a
+
+
+@pytest.mark.parametrize("P, D, out_dim", [(40, 10, 1), (8, 30, 1), (60, 12, 3), (10, 30, 3)])
+def test_linear_teacher_is_continuous_in_the_inputs(monkeypatch, P, D, out_dim):
+    """Whitened inputs have equal singular values, so any singular basis of X is arbitrary (a
+    1e-13 change, or another LAPACK kernel, picks another): a 1e-12 change of the raw Gaussian
+    inputs must move x, beta and y by rounding only, not to an unrelated teacher."""
+    t = linear_teacher(P, D, out_dim=out_dim, seed=3, n_test=5)
+    monkeypatch.setattr(data.np.random, "default_rng", _PerturbedFirstDraw)
+    u = linear_teacher(P, D, out_dim=out_dim, seed=3, n_test=5)
+    for a, b in ((t.x, u.x), (t.beta, u.beta), (t.y, u.y), (t.x_test, u.x_test), (t.y_test, u.y_test)):
+        assert torch.max(torch.abs(a - b)) < 1e-9
+
+
+def test_whitening_and_pca_are_continuous_in_the_data():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 8)) @ np.diag(np.linspace(1, 3, 8))
+    E = 1e-12 * rng.standard_normal(X.shape)
+    for gamma in (0.0, 0.5, 1.0):
+        assert np.max(np.abs(whiten(X + E, gamma) - whiten(X, gamma))) < 1e-9
+    # whitening already-whitened data (all singular values equal) is still well defined
+    W = whiten(X)
+    assert np.max(np.abs(whiten(W + E) - W)) < 1e-9
+
+
+def test_orthonormal_columns_is_unique_and_continuous():
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((7, 3))
+    Q = data.orthonormal_columns(A)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(3), atol=1e-12)
+    R = Q.T @ A                                     # upper triangular with a positive diagonal
+    np.testing.assert_allclose(np.tril(R, -1), 0, atol=1e-12)
+    assert np.all(np.diag(R) > 0)
+    assert np.max(np.abs(data.orthonormal_columns(A + 1e-12 * rng.standard_normal(A.shape)) - Q)) < 1e-9
+    with pytest.raises(ValueError, match="independent"):
+        data.orthonormal_columns(np.ones((4, 2)))
+
+
+def test_linear_teacher_multi_output_requested_singular_values_and_span():
+    t = linear_teacher(10, 30, out_dim=3, singular_values=(3.0, 2.0, 0.5), seed=2)
+    W, X = t.beta.numpy(), t.x.numpy()
+    np.testing.assert_allclose(svals(W), [3.0, 2.0, 0.5], rtol=1e-10)
+    Q = np.linalg.qr(X.T)[0]
+    np.testing.assert_allclose(W @ Q @ Q.T, W, atol=1e-12)      # rows in the data's span
+
+
+def test_whiten_refuses_negative_gamma():
+    with pytest.raises(ValueError, match="gamma"):
+        whiten(np.eye(3), gamma=-1.0)
+
+
 # ---------------------------------------------------------------------- MNIST
 
 def test_mnist_offline_gives_real_zeros_and_ones(offline):
@@ -246,6 +315,18 @@ def test_mnist_pca_option(offline):
     np.testing.assert_allclose(svals(pw.x_train), np.full(20, np.sqrt(200.0)), rtol=1e-10)
     with pytest.raises(ValueError, match="images"):
         pw.images()
+
+
+def test_mnist_pca_components_have_a_fixed_sign(offline):
+    """Each principal component's largest-magnitude pixel weight is positive, so the PCA
+    coordinates do not flip sign with the LAPACK build (singular vectors have no sign of their own)."""
+    raw = mnist(n_train=200, n_test=0, gamma=None, seed=2)
+    p = mnist(n_train=200, n_test=0, gamma=None, pca=20, seed=2)
+    X = raw.x_train.numpy()
+    V = np.linalg.lstsq(X, p.x_train.numpy(), rcond=None)[0]     # (784, 20): the components used
+    V = V / np.linalg.norm(V, axis=0)
+    big = np.argmax(np.abs(V), axis=0)
+    assert np.all(V[big, np.arange(20)] > 0)
 
 
 def test_mnist_multiclass_one_hot_and_images(offline):

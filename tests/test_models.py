@@ -120,3 +120,46 @@ def test_wide_resnet_shapes_and_init():
     assert model.readout.weight.shape == (3, 64)
     n_blocks = sum(type(m).__name__ == "_Block" for m in model.blocks)
     assert n_blocks == 6
+
+
+# ------------------------------------------------------------------ seed and setup
+
+def test_seed_reads_SILENT_SEED(monkeypatch):
+    import silentlib as sl
+    monkeypatch.delenv("SILENT_SEED", raising=False)
+    assert sl.seed() == 0
+    monkeypatch.setenv("SILENT_SEED", " 3 ")
+    assert sl.seed() == 3
+    for bad in ("abc", "-1", "1.5", str(2**40)):
+        monkeypatch.setenv("SILENT_SEED", bad)
+        with pytest.raises(ValueError, match="SILENT_SEED"):
+            sl.seed()
+
+
+def test_setup_sets_float64_and_the_torch_seed(monkeypatch):
+    import silentlib as sl
+    saved_dtype, saved_threads = torch.get_default_dtype(), torch.get_num_threads()
+    try:
+        monkeypatch.setenv("SILENT_SEED", "4")
+        torch.set_default_dtype(torch.float32)
+        assert sl.setup() == 4
+        assert torch.get_default_dtype() == torch.float64
+        a = torch.randn(3)
+        torch.manual_seed(4)
+        assert torch.equal(a, torch.randn(3))
+    finally:
+        torch.set_default_dtype(saved_dtype)
+        torch.set_num_threads(saved_threads)
+
+
+def test_scale_note_names_a_nonzero_seed(monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from silentlib import plotting
+    fig = plt.figure()
+    monkeypatch.setenv("SILENT_SEED", "0")
+    assert "seed" not in plotting.scale_note(fig).get_text()
+    monkeypatch.setenv("SILENT_SEED", "2")
+    assert plotting.scale_note(fig).get_text().endswith("seed 2")
+    plt.close(fig)
