@@ -1,11 +1,14 @@
 """Regenerate every figure of the book at one scale (``python -m silentlib figures``).
 
-    python -m silentlib figures --scale paper --device cuda --out figures/ [--chapters 02,05]
+    python -m silentlib figures --scale paper --device cuda --out figures/ [--chapters 02,05] [--seed N]
 
 Each chapter (``chapters/*.md``, a jupytext MyST notebook) is converted to a notebook and
 executed headless with nbclient, cell by cell (one progress bar per chapter), in a kernel
 started with ``SILENT_SCALE`` and ``SILENT_DEVICE`` set, with the chapters folder as its working
-directory. Written into ``--out``:
+directory. ``--seed N`` runs the book at ``SILENT_SEED=N`` (every chapter derives its random
+draws from it; figures made at a seed other than 0 say so in their corner note). ``--keep-going``
+runs every cell even after one fails, so that a chapter reports *all* of its failing checks
+(later cells may then fail only because an earlier one did). Written into ``--out``:
 
 * ``<chapter>__<figure-name>.png`` for every PNG output of a cell that carries
   ``mystnb.figure.name`` (``_1``, ``_2``, ... when one cell draws several);
@@ -35,7 +38,9 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from tqdm.auto import tqdm
 
-ENV = ("SILENT_SCALE", "SILENT_DEVICE", "SILENT_STATIC")
+from . import config
+
+ENV = ("SILENT_SCALE", "SILENT_DEVICE", "SILENT_STATIC", "SILENT_SEED")
 
 
 def default_chapters_dir() -> Path:
@@ -54,13 +59,25 @@ def figure_pngs(nb):
             yield name, pngs
 
 
-def run_chapter(path: Path, out: Path, cell_timeout: float = 3600) -> dict:
+def cell_errors(nb) -> list[str]:
+    """``"cell N: Error: message"`` for every code cell of an executed notebook that raised."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.get("output_type") == "error":
+                message = f"{out.get('ename', '')}: {out.get('evalue', '')}".strip().splitlines()
+                found.append(f"cell {index}: {message[0] if message else ''}")
+    return found
+
+
+def run_chapter(path: Path, out: Path, cell_timeout: float = 3600, keep_going: bool = False) -> dict:
     """Execute one chapter, write its figures and executed notebook; return its summary row.
 
     A cell still running after ``cell_timeout`` seconds fails the chapter (nothing hangs forever).
+    With ``keep_going`` every cell runs, and the row's ``errors`` lists each cell that raised.
     """
     nb = jupytext.read(path)
-    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
+    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=keep_going,
                             resources={"metadata": {"path": str(path.parent)}})
     code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     status, error, start = "passed", None, time.perf_counter()
@@ -78,6 +95,9 @@ def run_chapter(path: Path, out: Path, cell_timeout: float = 3600) -> dict:
             lines = [l for l in str(err).splitlines() if l.strip() and not set(l.strip()) <= set("-=")]
             status, error = "FAILED", f"{type(err).__name__}: {lines[0] if lines else ''}".strip()
     seconds = time.perf_counter() - start
+    errors = cell_errors(nb)
+    if errors and status == "passed":
+        status, error = "FAILED", errors[0]
     n_figures = 0
     for name, pngs in figure_pngs(nb):
         for k, png in enumerate(pngs, start=1):
@@ -87,7 +107,7 @@ def run_chapter(path: Path, out: Path, cell_timeout: float = 3600) -> dict:
     (out / "notebooks").mkdir(exist_ok=True)
     nbformat.write(nb, out / "notebooks" / f"{path.stem}.ipynb")
     return {"chapter": path.stem, "status": status, "figures": n_figures,
-            "seconds": round(seconds, 1), "error": error}
+            "seconds": round(seconds, 1), "error": error, "errors": errors}
 
 
 def select_chapters(chapters_dir: Path, wanted: str | None) -> list[Path]:
@@ -115,11 +135,17 @@ def main(argv=None) -> int:
                         help="default: cuda when available, else cpu")
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs, notebooks/ and summary.json")
     parser.add_argument("--chapters", default=None, help="comma-separated chapter numbers (default: all)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="SILENT_SEED for every chapter (default: the environment's, else 0)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="run every cell after a failing one and report every failing cell")
     parser.add_argument("--cell-timeout", type=float, default=3600,
                         help="seconds after which a still-running cell fails its chapter (default 3600)")
     parser.add_argument("--chapters-dir", type=Path, default=None,
                         help="folder of the chapter .md files (default: the repository's chapters/)")
     args = parser.parse_args(argv)
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed must be a non-negative integer, got {args.seed}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but this torch has no CUDA device (torch.cuda.is_available() is False); "
@@ -138,12 +164,18 @@ def main(argv=None) -> int:
     saved = {k: os.environ.get(k) for k in ENV}
     os.environ.update(SILENT_SCALE=args.scale, SILENT_DEVICE=device,  # the kernels inherit them
                       SILENT_STATIC="1")  # sliders draw once (see silentlib.widgets)
+    if args.seed is not None:
+        os.environ["SILENT_SEED"] = str(args.seed)
+    try:
+        seed = config.seed()
+    except ValueError as err:
+        parser.error(str(err))
     start, rows = time.perf_counter(), []
     try:
         for path in paths:
-            rows.append(run_chapter(path, args.out, args.cell_timeout))
-            if rows[-1]["error"]:
-                tqdm.write(f"{path.stem}: FAILED: {rows[-1]['error']}")
+            rows.append(run_chapter(path, args.out, args.cell_timeout, args.keep_going))
+            for error in rows[-1]["errors"] or ([rows[-1]["error"]] if rows[-1]["error"] else []):
+                tqdm.write(f"{path.stem}: FAILED: {error}")
     finally:
         for k, v in saved.items():
             if v is None:
@@ -156,9 +188,9 @@ def main(argv=None) -> int:
     print(f"\n{'chapter':{width}}  status  figures  seconds")
     for r in rows:
         print(f"{r['chapter']:{width}}  {r['status']:6}  {r['figures']:7d}  {r['seconds']:7.1f}")
-    print(f"total: {total:.1f} s at scale {args.scale} on {device}; "
+    print(f"total: {total:.1f} s at scale {args.scale} on {device}, seed {seed}; "
           f"{sum(r['status'] == 'passed' for r in rows)}/{len(rows)} chapters passed; figures in {args.out}")
-    summary = {"scale": args.scale, "device": device, "passed": passed, "total_seconds": round(total, 1),
+    summary = {"scale": args.scale, "device": device, "seed": seed, "passed": passed, "total_seconds": round(total, 1),
                "chapters": rows}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if passed else 1

@@ -146,3 +146,39 @@ def test_device_cuda_without_cuda_fails_fast(tmp_path, capsys):
     assert exc.value.code == 2
     assert "--device cuda, but this torch has no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "out").exists(), "nothing should run or be written"
+
+
+def test_seed_and_keep_going_report_every_failing_cell(tmp_path):
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    (chapters / "01_two_failures.md").write_text(HEADER + """
+# Two failures
+
+```{code-cell} ipython3
+import os
+assert os.environ["SILENT_SEED"] == "3", os.environ.get("SILENT_SEED")
+```
+
+```{code-cell} ipython3
+assert False, "first claim"
+```
+
+```{code-cell} ipython3
+assert False, "second claim"
+```
+""")
+    out = tmp_path / "out"
+    status = figures.main(["--scale", "fast", "--device", "cpu", "--chapters-dir", str(chapters), "--out", str(out),
+                           "--seed", "3", "--keep-going"])
+    assert status == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 3
+    (row,) = summary["chapters"]
+    assert row["errors"] == ["cell 2: AssertionError: first claim", "cell 3: AssertionError: second claim"], row
+    assert os.environ.get("SILENT_SEED") != "3"          # the caller's environment is restored
+
+
+def test_negative_seed_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        figures.main(["--out", str(tmp_path), "--seed", "-1", "--device", "cpu"])
+    assert "--seed" in capsys.readouterr().err
