@@ -5,7 +5,7 @@ linear networks, eqs. 5-8, Appendix C), Section 4 (deep linear networks, eqs. 9-
 Appendix E; multiple outputs, Section 4.2 and Appendix H) and Appendices A-B
 (gradient flow in function space, eqs. 1-3).
 
-Conventions (they fix every constant below; see the book's chapter on conventions):
+Conventions (they fix every constant below; the book states them where it first uses them):
 
 * Loss L = 1/(2P) sum_mu |f(x^mu) - y^mu|^2, gradient flow d theta/dt = -grad L
   (:func:`silentlib.train` with t = lr * step), so in function space
@@ -305,20 +305,21 @@ def u_squared(t, s, u0sq):
 def phase_times(s, u0sq):
     """Time scales of the two phases of a two-layer linear net: (t1, t2).
 
-    t1 = 1/s: Phase I, the alignment time; after a few t1 the kernel's rank-one
-    part q0 cosh(2st) beta beta^T dominates the isotropic start (eq. 7).
+    t1 = 1/(2s): Phase I, the alignment time, the e-folding time of the kernel's rank-one part
+    q0 cosh(2st) beta beta^T, which after a few t1 dominates the isotropic start (eq. 7).
     t2 = (1/(2s)) log(s/u0^2 - 1): the half-point c = s/2 of eq. 8's logistic, where the
     loss drops (the half-LOSS time (s - c)^2 = s^2/2 is (1/(2s)) log((sqrt(2) - 1)(s/u0^2 - 1))).
 
-    The paper writes t2 ~ (1/s) log(s/sigma^2): the same log(1/sigma^2) law, but our
-    time (gradient flow on L = 1/(2P) sum |f - y|^2, t = lr * step) gives the rate 2s, hence
-    the factor 1/2, and the argument is u0^2 = (q0 + r0)/2 ~ sigma^2 (1 + N/D)/4 rather than sigma^2.
+    The paper writes t2 ~ (1/s) log(s/sigma^2): the same log(1/sigma^2) law, but its own eqs. 4
+    and 8 (gradient flow on L = 1/(2P) sum |f - y|^2, t = lr * step) give the rate 2s for both
+    phases, hence the factor 1/2 on both (the paper slips at e^{st} ~ s/u0^2), and the argument is
+    u0^2 = (q0 + r0)/2 ~ sigma^2 (1 + N/D)/4 rather than sigma^2.
     Requires 0 < u0^2 < s/2 (otherwise there is no half-point to reach). Returns floats.
     """
     s, u0sq = _positive("s", s), _positive("u0sq", u0sq)
     if s / u0sq - 1.0 <= 1.0:
         raise ValueError(f"need u0sq < s/2 for a Phase-II half-point, got s={s}, u0sq={u0sq}")
-    return 1.0 / s, math.log(s / u0sq - 1.0) / (2.0 * s)
+    return 0.5 / s, math.log(s / u0sq - 1.0) / (2.0 * s)
 
 
 def mode_times(singular_values, u0sq):
@@ -329,8 +330,8 @@ def mode_times(singular_values, u0sq):
 
         t_alpha = (1 / (2 s_alpha)) log(s_alpha / u0^2 - 1).
 
-    The paper prints t_alpha = (1/s_alpha) log(s_alpha/u0^2): the factor 1/2 is our time convention
-    (see :func:`phase_times`). ``singular_values`` (K,) positive; ``u0sq`` scalar or (K,) (per-mode
+    The paper prints t_alpha = (1/s_alpha) log(s_alpha/u0^2); its own eqs. 4 and 8 make the
+    logistic grow like e^{2 s t}, hence the factor 1/2 (see :func:`phase_times`). ``singular_values`` (K,) positive; ``u0sq`` scalar or (K,) (per-mode
     (q_alpha + r_alpha)/2 from :func:`two_layer_mode_qr0`), each < s_alpha/2. Returns (K,) or a float.
     """
     s = np.asarray(singular_values, dtype=np.float64)
