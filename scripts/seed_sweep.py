@@ -31,9 +31,10 @@ def glued(nb) -> dict[str, str]:
     values = {}
     for cell in nb.cells:
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name and "text/plain" in out.get("data", {}):
-                values[name] = out["data"]["text/plain"]
+            book = out.get("metadata", {}).get("scrapbook", {})
+            key = book.get("mime_prefix", "") + "text/plain"
+            if book.get("name") and key in out.get("data", {}):
+                values[book["name"]] = out["data"][key]
     return values
 
 
@@ -59,10 +60,12 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", default="fast", choices=["fast", "paper"])
     parser.add_argument("--out", type=Path, default=Path("_build/seeds"))
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="summarize an earlier run in --out")
     args = parser.parse_args(argv)
     seeds = seeds_arg(args.seeds)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda s: run_seed(s, args.out, args.chapters, args.scale), seeds))
+    if not args.report_only:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda s: run_seed(s, args.out, args.chapters, args.scale), seeds))
     report, failed = {}, False
     for seed in seeds:
         summary = json.loads((args.out / f"seed{seed}" / "summary.json").read_text())
