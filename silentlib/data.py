@@ -116,10 +116,18 @@ def _in_span(v, span):
 class Teacher:
     """A linear-teacher dataset (see :func:`linear_teacher`).
 
-    x : (P, D) inputs; y : (P,) or (P, C) targets y = x beta^T (times s for one output).
-    beta : (D,) unit teacher direction, or (C, D) teacher matrix sum_a s_a z_a v_a^T.
-    s : the signal strength (one output) or (C,) singular values.
-    x_test, y_test : held-out inputs and targets from the same distribution (None if n_test = 0).
+    Attributes
+    ----------
+    x : torch.Tensor
+        (P, D) inputs.
+    y : torch.Tensor
+        (P,) or (P, C) targets y = x beta^T (times s for one output).
+    beta : torch.Tensor
+        (D,) unit teacher direction, or (C, D) teacher matrix sum_a s_a z_a v_a^T.
+    s : float or numpy.ndarray
+        The signal strength (one output) or the (C,) singular values.
+    x_test, y_test : torch.Tensor or None
+        Held-out inputs and targets from the same distribution (None if n_test = 0).
     """
     x: torch.Tensor
     y: torch.Tensor
@@ -221,19 +229,30 @@ MNIST_RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 class Dataset:
     """A two- or multi-class image dataset, preprocessed (see :func:`mnist`).
 
-    x_train, x_test : (P, D) / (Q, D) inputs -- or (P, *image_shape) when loaded
-        with ``flatten=False`` -- centred by the training mean, optionally
-        projected on ``pca`` principal components, then whitened with exponent
-        ``gamma`` (raw centred pixels when ``gamma`` is None).
-    y_train, y_test : (P,) targets +1 (first class in ``classes``) / -1 (second)
-        for two classes; (P, C) one-hot rows (column c <-> ``classes[c]``) for more.
-    labels_train, labels_test : (P,) int64 original labels (digit / CIFAR class index).
-    source : where the images came from.
-    classes : the requested class labels, in target order.
-    gamma, pca : the preprocessing options used.
-    mean : (784,) or (3072,) training-set mean pixel vector (in [0, 1] units) that was subtracted.
-    image_shape : (1, 28, 28) or (3, 32, 32) -- the shape of one image before flattening
-        (channels first; rows of x are ``image.reshape(-1)`` in C order).
+    Attributes
+    ----------
+    x_train, x_test : torch.Tensor
+        (P, D) / (Q, D) inputs -- or ``(P, *image_shape)`` when loaded with ``flatten=False`` --
+        centred by the training mean, optionally projected on ``pca`` principal components, then
+        whitened with exponent ``gamma`` (raw centred pixels when ``gamma`` is None).
+    y_train, y_test : torch.Tensor
+        (P,) targets +1 (first class in ``classes``) / -1 (second) for two classes; (P, C) one-hot
+        rows (column c for ``classes[c]``) for more.
+    source : str
+        Where the images came from.
+    classes : tuple
+        The requested class labels, in target order.
+    gamma : float or None
+        The whitening exponent used.
+    pca : int or None
+        The number of principal components kept (None: all pixels).
+    labels_train, labels_test : torch.Tensor
+        (P,) int64 original labels (digit / CIFAR class index).
+    mean : torch.Tensor
+        (784,) or (3072,) training-set mean pixel vector (in [0, 1] units) that was subtracted.
+    image_shape : tuple
+        (1, 28, 28) or (3, 32, 32): the shape of one image before flattening (channels first;
+        rows of x are ``image.reshape(-1)`` in C order).
     """
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -249,7 +268,7 @@ class Dataset:
     image_shape: tuple
 
     def images(self, split="train"):
-        """``x_train`` (or ``x_test`` for ``split="test"``) reshaped to (P, *image_shape).
+        """``x_train`` (or ``x_test`` for ``split="test"``) reshaped to ``(P, *image_shape)``.
 
         Only available without PCA (PCA coordinates are not images)."""
         if split not in ("train", "test"):

@@ -499,7 +499,8 @@ def final_alignment(L, rank):
 
         A_inf = y^T K y / (||K||_F |y|^2) = L / sqrt(L^2 + r - 1).
 
-    Not printed in the paper (NOTES: derived); r = min(P, D) for generic data. It is
+    The paper's Figure 1 caption cites an analytic final alignment (its Appendix E.2); this
+    rank-r form and its derivation are the book's. r = min(P, D) for generic data. It is
     the alignment reached, not 1: the isotropic part of eq. 10 stays. L >= 1, rank >= 1
     integers. Returns a float.
     """

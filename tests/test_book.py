@@ -133,3 +133,28 @@ def test_model_tensors_go_through_cpu_before_numpy(chapter):
     problems = [f"{chapter.name}: {chain}.numpy()" for cell in jupytext.read(chapter).cells
                 if cell.cell_type == "code" for chain in device_unsafe_numpy(cell.source)]
     assert not problems, "add .cpu() before .numpy() (the tensor may be on CUDA):\n" + "\n".join(problems)
+
+
+SEED_LITERAL = re.compile(r"(?:\bseed=|manual_seed\(|default_rng\(|Generator\(\)\.manual_seed\()\s*\d")
+
+
+def code_of(chapter):
+    return "\n".join(c.source for c in jupytext.read(chapter).cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_every_draw_derives_from_the_book_seed(chapter):
+    """One seed switch: the chapter calls ``sl.setup()`` once, and no draw uses a literal seed
+    (``seed=SEED + 1`` is fine, ``seed=1`` is not), so SILENT_SEED changes every draw."""
+    code = code_of(chapter)
+    assert code.count("SEED = sl.setup()") == 1, f"{chapter.name}: the setup call SEED = sl.setup() should appear once"
+    literal = [m.group(0) for m in SEED_LITERAL.finditer(code)]
+    assert not literal, f"{chapter.name}: draws with a literal seed: {literal}"
+
+
+def test_seed_literal_scan_flags_literal_seeds():
+    assert SEED_LITERAL.search("linear_teacher(P, D, seed=0)")
+    assert SEED_LITERAL.search("torch.manual_seed(3)")
+    assert SEED_LITERAL.search("rng = np.random.default_rng(0)")
+    assert not SEED_LITERAL.search("linear_teacher(P, D, seed=SEED + 1)")
+    assert not SEED_LITERAL.search("torch.manual_seed(SEED)")
