@@ -8,7 +8,7 @@ Main functions
 --------------
 * :func:`plot_dynamics` -- loss, kernel norm and alignment against training time
   on one axis (the paper's Figure 1 panels).
-* :func:`plot_trajectory` -- the same, read from a :class:`silentlib.Trajectory`.
+* :func:`plot_trajectory` -- the same, read from a :class:`~silentlib.train.Trajectory`.
 * :func:`plot_prediction_scatter` -- kernel-regression predictions against the
   network's on test points, each with its Pearson correlation (Figure 1(c, e)).
 * :func:`scale_note` -- marks a figure with the scale (fast / paper) and device
@@ -27,6 +27,8 @@ from cycler import cycler
 
 from .config import device, scale
 
+#: The book's colours by role (loss blue, kernel norm orange, alignment green, as in the paper's
+#: Figure 1), then named extra colours; also the order of matplotlib's colour cycle.
 COLORS = {
     "loss": "#1f77b4",          # blue, as in the paper's Figure 1
     "kernel_norm": "#ff7f0e",   # orange
@@ -100,7 +102,7 @@ def scale_note(fig, *, loc="lower right"):
     """Mark ``fig`` with the scale that made it, in small grey text in a corner.
 
     The text reads "fast scale (CPU)" or "paper scale (NVIDIA H100 ...)" after
-    :func:`silentlib.scale` and :func:`silentlib.device`. ``loc`` is one of
+    :func:`~silentlib.config.scale` and :func:`~silentlib.config.device`. ``loc`` is one of
     "lower right", "lower left", "upper right", "upper left". Returns the Text.
     """
     label = "paper scale" if scale() == "paper" else "fast scale"
@@ -140,7 +142,7 @@ def plot_dynamics(ax, t, *, loss=None, alignment=None, kernel_norm=None, normali
     loss : (n,) training loss; with ``normalize`` divided by its value at t = 0
         (so it starts at 1).
     alignment : (n,) kernel-target alignment, drawn as is.
-    kernel_norm : (n,) ||K_t||_F; with ``normalize`` divided by its final value
+    kernel_norm : (n,) ``||K_t||_F``; with ``normalize`` divided by its final value
         (so it ends at 1).
     normalize : normalize loss and kernel norm as above.
     log_time : log-scale the time axis (t = 0 is then not drawn).
@@ -187,7 +189,7 @@ def plot_dynamics(ax, t, *, loss=None, alignment=None, kernel_norm=None, normali
 
 
 def plot_trajectory(traj, ax=None, **kw):
-    """:func:`plot_dynamics` of a :class:`silentlib.Trajectory` (loss, alignment and,
+    """:func:`plot_dynamics` of a :class:`~silentlib.train.Trajectory` (loss, alignment and,
     when the kernel was tracked, kernel norm). Creates a figure if ``ax`` is None. Returns ax."""
     if ax is None:
         _, ax = plt.subplots()
@@ -614,13 +616,13 @@ def plot_depth_alignment(ax, depths, measured, rank, *, L_max=None):
 # --- chapter 6 ---
 
 def top_direction_angles(W, a, directions):
-    """Angles (degrees, in [0, 90]) between the top eigenvector of M = W^T W + |a|^2 I and given directions.
+    """Angles (degrees, in [0, 90]) between the top eigenvector of ``M = W^T W + |a|^2 I`` and given directions.
 
     W : (n, N, D) first-layer weights at n records (or one (N, D) matrix); a : (n, N) (or (N,))
     read-out weights. For the two-layer linear network K(x, x') = x^T M x' (eq. 5 of the paper),
     so the top eigenvector of M is the kernel's top eigenvector in input space, and it is also
     the top right-singular vector of W. directions : {label: (D,) vector}.
-    Returns {label: (n,) angles}; the sign of an eigenvector is irrelevant (|cos| is used).
+    Returns {label: (n,) angles}; the sign of an eigenvector is irrelevant (``|cos|`` is used).
     """
     W, a = np.asarray(W, dtype=np.float64), np.asarray(a, dtype=np.float64)
     single = W.ndim == 2
@@ -685,11 +687,11 @@ def plot_realignment(ax, t, loss, angles, *, marks=(0.9, 0.1), title=None, legen
 def plot_whitening_sweep(axes, runs, *, cmap="viridis"):
     """The paper's Figure 4 (a-f) from a partial-whitening sweep.
 
-    axes : six Axes (a-f). runs : {gamma: dict} with keys
-      ``spectrum`` (eigenvalues of Sigma_gamma), ``t``, ``loss``, ``test_error`` (n,),
-      ``kernel_norm`` (n,), ``alignment`` (n,), ``rel_err_K0``, ``rel_err_Kinf`` (floats).
-    (a) spectra (log-log), (b) normalized loss, (c) test error, (d) ||K_t||_F, (e) alignment,
-    all against time on log axes, (f) |f_K - f_NN| / |f_NN| for K_0 and K_inf regression against gamma.
+    axes : six Axes (a-f). runs : {gamma: dict} with keys ``spectrum`` (eigenvalues of
+    Sigma_gamma), ``t``, ``loss``, ``test_error`` (n,), ``kernel_norm`` (n,), ``alignment``
+    (n,), ``rel_err_K0``, ``rel_err_Kinf`` (floats).
+    (a) spectra (log-log), (b) normalized loss, (c) test error, (d) ``||K_t||_F``, (e) alignment,
+    all against time on log axes, (f) ``|f_K - f_NN| / |f_NN|`` for K_0 and K_inf regression against gamma.
     Returns the axes.
     """
     axes = list(np.ravel(axes))

@@ -1,4 +1,4 @@
-"""Sliders over the book's plotting functions (ipywidgets), safe when run headless.
+"""Sliders over the book's plotting functions (ipywidgets), safe when run headless. ::
 
     >>> from silentlib.widgets import slider
     >>> def show(s=1.0, sigma=0.1, depth=2):

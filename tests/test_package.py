@@ -133,7 +133,7 @@ def test_every_public_name_is_on_the_api_page(module_name):
     """Every module has an ``automodule`` with ``:members:`` on the page, and autodoc shows every
     public function and class it defines (autodoc skips those without a docstring)."""
     assert module_name in documented_modules(), f"api.md has no automodule for {module_name}"
-    block = API_PAGE.read_text().split(f".. automodule:: {module_name}\n", 1)[1].split("\n\n", 1)[0]
+    block = API_PAGE.read_text().split(f".. automodule:: {module_name}\n", 1)[1].split("\n\n", 1)[0].split("```")[0]
     assert ":members:" in block and ":exclude-members:" not in block
     module = importlib.import_module(module_name)
     assert inspect.getdoc(module), f"{module_name} has no module docstring"
