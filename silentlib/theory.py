@@ -7,7 +7,7 @@ Appendix E; multiple outputs, Section 4.2 and Appendix H) and Appendices A-B
 
 Conventions (they fix every constant below; see the book's chapter on conventions):
 
-* Loss L = 1/(2P) ``sum_mu |f(x^mu) - y^mu|^2``, gradient flow d theta/dt = -grad L
+* Loss ``L = 1/(2P) sum_mu |f(x^mu) - y^mu|^2``, gradient flow d theta/dt = -grad L
   (:func:`silentlib.train.train` with t = lr * step), so in function space
   df(x)/dt = (1/P) sum_mu K(x, x^mu) (y^mu - f(x^mu)): the paper's eta of eq. 1
   is 1/P for the unnormalized NTK K, and eta = 1 in its eqs. 4 and 9.

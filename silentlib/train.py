@@ -2,7 +2,7 @@
 
 :func:`train` runs full-batch gradient descent on the square loss::
 
-    L(theta) = 1/(2P) ``sum_mu |f(x^mu) - y^mu|^2``,
+    L(theta) = 1/(2P) sum_mu |f(x^mu) - y^mu|^2,
 
 theta <- theta - lr * grad L, and calls t = lr * step the training time, so that
 as lr -> 0 it integrates the gradient flow d theta / dt = -grad L of the paper
@@ -39,7 +39,7 @@ class Trajectory:
     t : numpy.ndarray
         (n,) training times ``lr * step``, from 0 to ``t_max``.
     loss : numpy.ndarray
-        (n,) training loss ``1/(2P) ``sum_mu |f(x^mu) - y^mu|^2````.
+        (n,) training loss ``1/(2P) sum_mu |f(x^mu) - y^mu|^2``.
     alignment : numpy.ndarray
         (n,) kernel-target alignment A(K_t, y) (:func:`~silentlib.kernels.kernel_alignment`,
         paper Section 2); NaN when the kernel is not tracked.
@@ -171,7 +171,7 @@ def train(model: nn.Module, x, y, *, lr: float, t_max: float, optimizer: str = "
           keep_kernels: bool = True) -> Trajectory:
     """Train ``model`` in place on (x, y) and record its trajectory (paper, eqs. 1, 4 and 9).
 
-    Full-batch gradient descent on ``L = 1/(2P) ``sum_mu |f(x^mu) - y^mu|^2```` with training
+    Full-batch gradient descent on ``L = 1/(2P) sum_mu |f(x^mu) - y^mu|^2`` with training
     time ``t = lr * step`` (gradient flow as lr -> 0), recording the loss, the predictions
     and, with ``track_ntk``, the NTK K_t, its alignment A(K_t, y) and its norm on a log-spaced
     time grid.
