@@ -140,14 +140,22 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device=None, dtype="float32", methods=
 
     Parameters
     ----------
-    sizes : numbers of inputs P (the kernel is P x P), increasing.
-    device : ``"cpu"``, ``"cuda"`` or None (CUDA when available).
-    dtype : ``"float32"`` or ``"float64"``.
-    methods : a subset of ("layerwise", "jacobian", "vp"); "layerwise" always runs first.
-    width, depth, out_dim, d_in : the ReLU MLP (default: 784 -> 256 -> 256 -> 1).
-    repeats : timed calls per entry; the best is kept.
-    max_seconds : skip a baseline whose time extrapolated (as P^2) from the previous size exceeds this.
-    peak : the device's matrix-product FLOP/s, for the ``peak_fraction`` column.
+    sizes
+        Numbers of inputs P (the kernel is P x P), increasing.
+    device
+        ``"cpu"``, ``"cuda"`` or None (CUDA when available).
+    dtype
+        ``"float32"`` or ``"float64"``.
+    methods
+        A subset of ("layerwise", "jacobian", "vp"); "layerwise" always runs first.
+    width, depth, out_dim, d_in
+        The ReLU MLP (default: 784 -> 256 -> 256 -> 1).
+    repeats
+        Timed calls per entry; the best is kept.
+    max_seconds
+        Skip a baseline whose time extrapolated (as P^2) from the previous size exceeds this.
+    peak
+        The device's matrix-product FLOP/s, for the ``peak_fraction`` column.
 
     Returns a list of dict rows, one per (P, method), with keys ``P``, ``width``, ``depth``,
     ``C``, ``method``, ``status`` ("ok", "OOM" or "skip"), ``seconds`` (None unless ok),

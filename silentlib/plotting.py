@@ -137,19 +137,29 @@ def plot_dynamics(ax, t, *, loss=None, alignment=None, kernel_norm=None, normali
 
     Parameters
     ----------
-    ax : a matplotlib Axes.
-    t : (n,) training times, starting at 0 (``Trajectory.t``).
-    loss : (n,) training loss; with ``normalize`` divided by its value at t = 0
+    ax
+        A matplotlib Axes.
+    t
+        (n,) training times, starting at 0 (``Trajectory.t``).
+    loss
+        (n,) training loss; with ``normalize`` divided by its value at t = 0
         (so it starts at 1).
-    alignment : (n,) kernel-target alignment, drawn as is.
-    kernel_norm : (n,) ``||K_t||_F``; with ``normalize`` divided by its final value
+    alignment
+        (n,) kernel-target alignment, drawn as is.
+    kernel_norm
+        (n,) ``||K_t||_F``; with ``normalize`` divided by its final value
         (so it ends at 1).
-    normalize : normalize loss and kernel norm as above.
-    log_time : log-scale the time axis (t = 0 is then not drawn).
-    label_suffix : appended to every legend label (e.g. " (depth 3)").
-    theory_alignment : if given, a dashed horizontal line at this alignment
+    normalize
+        Normalize loss and kernel norm as above.
+    log_time
+        Log-scale the time axis (t = 0 is then not drawn).
+    label_suffix
+        Appended to every legend label (e.g. " (depth 3)").
+    theory_alignment
+        if given, a dashed horizontal line at this alignment
         (e.g. :func:`silentlib.theory.final_alignment`).
-    **kw : extra keyword arguments for every ``ax.plot`` call (e.g. ``alpha``,
+    **kw
+        Extra keyword arguments for every ``ax.plot`` call (e.g. ``alpha``,
         ``linestyle``); a ``color`` here overrides the house colours.
 
     Returns ``ax``.
@@ -219,11 +229,15 @@ def plot_prediction_scatter(ax, nn_pred, kernel_preds, *, colors=None, s=12, alp
 
     Parameters
     ----------
-    ax : a matplotlib Axes.
-    nn_pred : (Q,) or (Q, C) network outputs on the test points (flattened).
-    kernel_preds : {label: (Q,) or (Q, C) predictions}, e.g.
+    ax
+        A matplotlib Axes.
+    nn_pred
+        (Q,) or (Q, C) network outputs on the test points (flattened).
+    kernel_preds
+        {label: (Q,) or (Q, C) predictions}, e.g.
         ``{"$K_0$": kernel_regression(K0, K0_test, y), "$K_\\infty$": ...}``.
-    colors : optional list of colours, one per entry of ``kernel_preds``.
+    colors
+        Optional list of colours, one per entry of ``kernel_preds``.
 
     Each entry's legend label carries its Pearson correlation with the network,
     and a dashed identity line y = x is drawn. Returns ``{label: correlation}``.
@@ -351,17 +365,26 @@ def plot_modes(ax, t, strengths, singular_values, *, theory_t=None, theory=None,
 
     Parameters
     ----------
-    ax : a matplotlib Axes.
-    t : (n,) training times.
-    strengths : (n, K) measured mode strengths z_a^T (A W) v_a, drawn divided by
+    ax
+        A matplotlib Axes.
+    t
+        (n,) training times.
+    strengths
+        (n, K) measured mode strengths z_a^T (A W) v_a, drawn divided by
         ``singular_values`` (so each rises from ~0 to 1), solid.
-    singular_values : (K,) the teacher's s_a.
-    theory_t, theory : optional (m,) times and (m, K) predicted strengths (e.g.
+    singular_values
+        (K,) the teacher's s_a.
+    theory_t, theory
+        Optional (m,) times and (m, K) predicted strengths (e.g.
         :func:`silentlib.theory.u_squared` per mode), drawn dashed, also divided by s_a.
-    loss : optional (n,) training loss, drawn normalized to 1 at t = 0 (blue).
-    mode_times : optional (K,) predicted half-point times, drawn as dotted vertical lines.
-    log_time : log-scale the time axis (t = 0 is then dropped).
-    labels : optional K legend labels (default "mode a (s = ...)").
+    loss
+        Optional (n,) training loss, drawn normalized to 1 at t = 0 (blue).
+    mode_times
+        Optional (K,) predicted half-point times, drawn as dotted vertical lines.
+    log_time
+        Log-scale the time axis (t = 0 is then dropped).
+    labels
+        Optional K legend labels (default "mode a (s = ...)").
 
     Returns ``ax``.
     """
