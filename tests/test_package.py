@@ -167,7 +167,9 @@ def test_the_built_api_page_lists_every_public_name():
 
 def test_figures_without_the_book_tools_says_what_it_needs(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "jupytext", None)  # find_spec("jupytext") is None: as if not installed
-    status = cli.main(["figures", "--out", str(tmp_path / "out")])
+    empty = tmp_path / "chapters"  # so that a missing check fails fast instead of running the book
+    empty.mkdir()
+    status = cli.main(["figures", "--out", str(tmp_path / "out"), "--chapters-dir", str(empty), "--device", "cpu"])
     err = capsys.readouterr().err
     assert status == 2
     assert BOOK_MESSAGE in err and "jupytext" in err and "Traceback" not in err
