@@ -16,7 +16,12 @@ commands:
 """
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m silentlib <command> [options]``; ``argv`` defaults to ``sys.argv[1:]``.
+
+    Returns the exit status: the command's (``figures``: 0 when every chapter passed, 1
+    otherwise, 2 without the book), 0 after ``--help``, 2 for no or an unknown command.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

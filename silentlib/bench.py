@@ -1,9 +1,9 @@
 """Timing of the exact NTK methods against each other and against the hardware (``python -m silentlib bench``).
 
 For ReLU MLPs on MNIST-sized inputs (D = 784; random inputs, since the cost does
-not depend on the values) the benchmark times :func:`silentlib.ntk` with
+not depend on the values) the benchmark times :func:`silentlib.ntk.ntk` with
 
-* ``layerwise`` -- the library's method for MLPs, blocked by :func:`silentlib.ntk_plan`;
+* ``layerwise`` -- the library's method for MLPs, blocked by :func:`~silentlib.ntk.ntk_plan`;
 * ``jacobian`` -- torch.func per-example Jacobians (``vmap(jacrev)``) contracted over
   parameters, all inputs in one block, as one would write it by hand;
 * ``vp`` -- NTK-vector products (``vjp`` then ``jvp``), all inputs in one block;
@@ -15,7 +15,7 @@ previous size, exceeds ``max_seconds`` is reported as ``skip``. Each time is giv
 as a ratio to the layerwise time measured in the same run; the layerwise FLOP/s are
 compared with the float32 (or float64) matrix-product throughput of the same device,
 also measured in the same run. The benchmark also times NTK tracking during
-training and the generic methods on the paper's Wide-ResNet with 10 outputs.
+training and the generic methods on the paper's Wide-ResNet with 10 outputs. ::
 
     python -m silentlib bench                       # the reduced grid on a CPU, the full grid on a GPU
     python -m silentlib bench --full --json out.json
@@ -66,6 +66,7 @@ def device_name(dev: torch.device) -> str:
 
 
 def versions() -> dict:
+    """The versions of silentlib, torch, numpy, Python and CUDA, recorded with every report."""
     return {"silentlib": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "cuda": torch.version.cuda}
 
@@ -139,19 +140,27 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device=None, dtype="float32", methods=
 
     Parameters
     ----------
-    sizes : numbers of inputs P (the kernel is P x P), increasing.
-    device : ``"cpu"``, ``"cuda"`` or None (CUDA when available).
-    dtype : ``"float32"`` or ``"float64"``.
-    methods : a subset of ("layerwise", "jacobian", "vp"); "layerwise" always runs first.
-    width, depth, out_dim, d_in : the ReLU MLP (default: 784 -> 256 -> 256 -> 1).
-    repeats : timed calls per entry; the best is kept.
-    max_seconds : skip a baseline whose time extrapolated (as P^2) from the previous size exceeds this.
-    peak : the device's matrix-product FLOP/s, for the ``peak_fraction`` column.
+    sizes
+        Numbers of inputs P (the kernel is P x P), increasing.
+    device
+        ``"cpu"``, ``"cuda"`` or None (CUDA when available).
+    dtype
+        ``"float32"`` or ``"float64"``.
+    methods
+        A subset of ("layerwise", "jacobian", "vp"); "layerwise" always runs first.
+    width, depth, out_dim, d_in
+        The ReLU MLP (default: 784 -> 256 -> 256 -> 1).
+    repeats
+        Timed calls per entry; the best is kept.
+    max_seconds
+        Skip a baseline whose time extrapolated (as P^2) from the previous size exceeds this.
+    peak
+        The device's matrix-product FLOP/s, for the ``peak_fraction`` column.
 
     Returns a list of dict rows, one per (P, method), with keys ``P``, ``width``, ``depth``,
     ``C``, ``method``, ``status`` ("ok", "OOM" or "skip"), ``seconds`` (None unless ok),
-    ``ratio`` (seconds / layerwise seconds at the same P), ``max_rel_diff`` (max |K - K_layerwise|
-    / max |K_layerwise|), ``flops``, ``flop_rate`` and ``peak_fraction`` (layerwise only),
+    ``ratio`` (seconds / layerwise seconds at the same P), ``max_rel_diff``
+    (``max |K - K_layerwise| / max |K_layerwise|``), ``flops``, ``flop_rate`` and ``peak_fraction`` (layerwise only),
     ``block_size``, ``device``, ``dtype``, ``torch``, ``n_params``.
     """
     sizes = [int(p) for p in sizes]
@@ -292,7 +301,7 @@ def tracking_overhead(*, device=None, dtype="float32", P=1000, width=1000, n_ste
 
 def generic_models(*, device=None, dtype="float32", P=100, widen=4, repeats=1, seed=0) -> list:
     """The paper's Wide-ResNet (Figure 1d: width multiplier ``widen``, block size 1) with 10 outputs on
-    P CIFAR-sized inputs: ``jacobian`` and ``vp`` as planned by :func:`silentlib.ntk_plan`."""
+    P CIFAR-sized inputs: ``jacobian`` and ``vp`` as planned by :func:`~silentlib.ntk.ntk_plan`."""
     dev = _device(device)
     torch.manual_seed(seed)
     model = WideResNet(widen=widen, block_size=1, channels=3, out_dim=10).to(device=dev, dtype=DTYPES[dtype])
@@ -337,6 +346,7 @@ def run_grid(*, full, device=None, dtype="float32", repeats=3, max_seconds=None,
 
 
 def format_report(report) -> str:
+    """The text report of :func:`run_grid`'s result: the table, NTK tracking and the Wide-ResNet."""
     t, lines = report["tracking"], [format_table(report["rows"])]
     lines.insert(0, f"versions: {report['versions']}; TF32 off; {report['grid']} grid; "
                     f"float matmul throughput {report['matmul_flop_rate'] / 1e12:.3f} TFLOP/s "
@@ -353,6 +363,7 @@ def format_report(report) -> str:
 
 
 def main(argv=None):
+    """``python -m silentlib bench [options]`` (``--help`` lists them): run and print the benchmark."""
     parser = argparse.ArgumentParser(prog="python -m silentlib bench",
                                      description="Time the exact NTK methods against each other and the hardware.")
     parser.add_argument("--full", action="store_true", help="the full grid also on a CPU (hours)")

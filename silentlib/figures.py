@@ -21,26 +21,44 @@ line, the next chapter runs, and the command exits with status 1. How long it ta
 ``--scale fast`` on two CPU cores, about two and a half minutes for the whole book (chapter 8 takes about
 ten seconds); at ``--scale paper`` on one GPU, from minutes to hours per chapter, dominated by the
 training runs with tracked kernels (the summary reports each chapter's time).
+
+It needs the book: its chapters and its tools (jupytext, nbformat, nbclient, ipykernel, all in
+``requirements.txt`` but not dependencies of the ``silentlib`` package). From an installed wheel it
+prints "run from a checkout of the book with its requirements installed" and exits with status 2.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
-import jupytext
-import nbformat
 import torch
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 from tqdm.auto import tqdm
 
 from . import config
 
+try:  # the book's tools (requirements.txt), not dependencies of the silentlib package
+    import jupytext
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+except ImportError:  # an installed wheel without the book: main() says what is needed
+    jupytext = nbformat = NotebookClient = None
+    CellExecutionError = RuntimeError
+
 ENV = ("SILENT_SCALE", "SILENT_DEVICE", "SILENT_STATIC", "SILENT_SEED")
+BOOK_TOOLS = ("jupytext", "nbformat", "nbclient", "ipykernel")
+NEEDS_BOOK = "run from a checkout of the book with its requirements installed (python -m pip install -r requirements.txt -e .)"
+
+
+def missing_tools() -> list[str]:
+    """The book's tools (jupytext, nbformat, nbclient, ipykernel) that are not installed."""
+    return [name for name in BOOK_TOOLS if importlib.util.find_spec(name) is None]
 
 
 def default_chapters_dir() -> Path:
@@ -127,7 +145,12 @@ def select_chapters(chapters_dir: Path, wanted: str | None) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    """Run the command; returns 0 when every chapter passed, 1 otherwise."""
+    """Run the command; returns 0 when every chapter passed, 1 otherwise.
+
+    Returns 2, after a plain message on stderr (no traceback), when the book's tools
+    (``BOOK_TOOLS``) are not installed or there is no chapters folder, as from an
+    installed wheel: the command needs a checkout of the book with its requirements.
+    """
     parser = argparse.ArgumentParser(prog="python -m silentlib figures",
                                      description="Execute the book's chapters and write their figures.")
     parser.add_argument("--scale", choices=["fast", "paper"], default="paper", help="the book's sizes (default: paper)")
@@ -146,13 +169,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.seed is not None and args.seed < 0:
         parser.error(f"--seed must be a non-negative integer, got {args.seed}")
+    missing = missing_tools()
+    if missing:
+        print(f"python -m silentlib figures executes the book's chapters and needs {', '.join(missing)}, "
+              f"which {'is' if len(missing) == 1 else 'are'} not installed: {NEEDS_BOOK}.", file=sys.stderr)
+        return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but this torch has no CUDA device (torch.cuda.is_available() is False); "
                      "use --device cpu")
     chapters_dir = args.chapters_dir or default_chapters_dir()
     if not chapters_dir.is_dir():
-        parser.error(f"no chapters folder at {chapters_dir}; pass --chapters-dir DIR (the book's chapters/)")
+        print(f"python -m silentlib figures: no chapters folder at {chapters_dir}; {NEEDS_BOOK}, "
+              f"or pass --chapters-dir DIR (the book's chapters/).", file=sys.stderr)
+        return 2
     try:
         paths = select_chapters(chapters_dir, args.chapters)
     except ValueError as err:

@@ -1,6 +1,6 @@
 """Linear algebra on kernels: alignment and kernel regression.
 
-Kernels follow :func:`silentlib.ntk`'s shapes: (P1, P2) for a scalar output,
+Kernels follow :func:`silentlib.ntk.ntk`'s shapes: (P1, P2) for a scalar output,
 (P1, P2, C, C) for C outputs. Both functions accept numpy arrays or tensors and
 return numpy (alignment: a float, computed on a tensor's own device).
 """
@@ -44,14 +44,32 @@ def _flatten(K, y, what):
 
 
 def kernel_alignment(K, y) -> float:
-    """Kernel-target alignment A(K, y) = y^T K y / (||K||_F |y|^2) (paper, Section 2).
+    """Kernel-target alignment ``A(K, y) = y^T K y / (||K||_F |y|^2)`` (paper, Section 2).
 
-    The paper's uncentered definition (after Cortes et al. 2012). For C outputs,
-    K of shape (P, P, C, C) and y of shape (P, C): the same formula with K read
-    as a PC x PC matrix, i.e. sum_{ijab} y_ia K_ijab y_jb / (||K||_F |y|_F^2).
-    A lies in [-1, 1] and equals 1 exactly when K is proportional to y y^T.
-    A torch tensor K is reduced where it lives, in its dtype, without a copy (a GPU
-    kernel never crosses to the host).
+    The paper's uncentered definition (after Cortes et al. 2012). For C outputs, K of
+    shape (P, P, C, C) and y of shape (P, C): the same formula with K read as a PC x PC
+    matrix, i.e. ``sum_{ijab} y_ia K_ijab y_jb / (||K||_F |y|_F^2)``. A lies in [-1, 1]
+    and equals 1 exactly when K is proportional to ``y y^T``.
+
+    Parameters
+    ----------
+    K : numpy.ndarray or torch.Tensor
+        (P, P) kernel for a scalar output, or (P, P, C, C) for C outputs (the shapes of
+        :func:`silentlib.ntk.ntk`). A tensor is reduced where it lives, in its dtype,
+        without a copy (a GPU kernel never crosses to the host).
+    y : array_like or torch.Tensor
+        (P,) or (P, C) targets.
+
+    Returns
+    -------
+    float
+        The alignment.
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not match, the kernel is not square, or the alignment is undefined
+        (a zero or non-finite kernel, zero targets, empty or non-finite arrays).
     """
     if isinstance(K, torch.Tensor):
         y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y, dtype=K.dtype, device=K.device)
@@ -73,21 +91,37 @@ def kernel_alignment(K, y) -> float:
     return float(v @ Km @ v / norm)
 
 
-def kernel_regression(K_train, K_cross, y, ridge=0.0):
-    """Kernel (ridge) regression f(x) = k(x)^T (K + ridge I)^{-1} y  (paper, after eq. 2).
+def kernel_regression(K_train, K_cross, y, ridge: float = 0.0) -> np.ndarray:
+    """Kernel (ridge) regression ``f(x) = k(x)^T (K + ridge I)^{-1} y`` (paper, after eq. 2).
+
+    The kernel machine a network trained in the silent-alignment regime becomes, with its
+    final NTK (paper, eq. 3 and Section 2).
 
     Parameters
     ----------
-    K_train : (P, P) or (P, P, C, C), the kernel on the training set.
-    K_cross : (Q, P) or (Q, P, C, C), the kernel between Q test points and the
-        training set (``ntk(model, x_test, x_train)``).
-    y : (P,) or (P, C) targets.
-    ridge : ridge >= 0. With ``ridge=0`` this is kernel interpolation, solved
-        stably through a symmetric eigendecomposition in which directions with
-        eigenvalues below ``P * eps * max eigenvalue`` are dropped (the
-        pseudo-inverse), so an exactly singular kernel gives the min-norm interpolant.
+    K_train : numpy.ndarray or torch.Tensor
+        (P, P) or (P, P, C, C), the kernel on the training set.
+    K_cross : numpy.ndarray or torch.Tensor
+        (Q, P) or (Q, P, C, C), the kernel between Q test points and the training set
+        (``ntk(model, x_test, x_train)``).
+    y : array_like or torch.Tensor
+        (P,) or (P, C) training targets.
+    ridge : float
+        Ridge >= 0. With ``ridge=0`` this is kernel interpolation, solved stably through a
+        symmetric eigendecomposition in which directions with eigenvalues below
+        ``P * eps * max eigenvalue`` are dropped (the pseudo-inverse), so an exactly
+        singular kernel gives the min-norm interpolant.
 
-    Returns (Q,) or (Q, C) predictions as a float64 numpy array.
+    Returns
+    -------
+    numpy.ndarray
+        (Q,) or (Q, C) predictions, float64.
+
+    Raises
+    ------
+    ValueError
+        If ``ridge < 0``, the shapes do not match (K_train square and matching y, K_cross
+        of shape (Q,) + K_train.shape[1:]), or an input is empty or non-finite.
     """
     K_train, K_cross, y = _np(K_train, "K_train"), _np(K_cross, "K_cross"), _np(y, "y")
     if ridge < 0:
@@ -111,8 +145,25 @@ def kernel_regression(K_train, K_cross, y, ridge=0.0):
 
 
 def cosine_similarity(A, B) -> float:
-    """Frobenius cosine <A, B>_F / (||A||_F ||B||_F) of two arrays of the same shape
-    (e.g. of W1^T W1 with beta beta^T, the paper's Figure 3 measure of alignment)."""
+    """Frobenius cosine ``<A, B>_F / (||A||_F ||B||_F)`` of two arrays of the same shape.
+
+    E.g. of ``W1^T W1`` with ``beta beta^T``, the paper's Figure 3 measure of alignment.
+
+    Parameters
+    ----------
+    A, B : array_like or torch.Tensor
+        Arrays of the same shape.
+
+    Returns
+    -------
+    float
+        The cosine, in [-1, 1].
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, an array is zero, empty or has non-finite entries.
+    """
     A, B = _np(A, "A"), _np(B, "B")
     if A.shape != B.shape:
         raise ValueError(f"cosine_similarity needs arrays of the same shape, got {A.shape} and {B.shape}")

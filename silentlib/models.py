@@ -1,6 +1,6 @@
 """Networks in the paper's standard parameterization.
 
-:class:`MLP` is the fully connected network of Sections 3-5,
+:class:`MLP` is the fully connected network of Sections 3-5, ::
 
     f(x) = W_L phi(W_{L-1} ... phi(W_1 x)),   (W_l)_ij ~ N(0, sigma^2 / fan_in),
 
@@ -29,25 +29,41 @@ def _check_positive_int(name, value, minimum=1):
 class MLP(nn.Sequential):
     """A depth-``depth`` fully connected network in standard parameterization.
 
+    ``f(x) = W_L phi(W_{L-1} ... phi(W_1 x))`` with every weight ``(W_l)_ij ~ N(0,
+    sigma^2 / fan_in)`` (paper, Sections 3-5): with a homogeneous activation f_0 =
+    O(sigma^L) and the initial NTK K_0 = O(sigma^(2L-2)).
+
+    Being an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise activations, it is
+    computed by the exact layerwise NTK (:func:`silentlib.ntk.ntk`). Input shape (P, D),
+    output shape (P,) when ``out_dim == 1`` and (P, C) otherwise.
+
     Parameters
     ----------
-    d_in : input dimension D.
-    width : hidden width N (every hidden layer has N units).
-    depth : number of weight layers L (``depth=1`` is the linear model f = w.x,
-        ``depth=2`` is f(x) = a^T phi(W x)).
-    out_dim : number of outputs C.
-    activation : ``"linear"``, ``"relu"`` or ``"tanh"``.
-    sigma : initialization scale; every weight ~ N(0, sigma^2 / fan_in).
-    bias : add a bias to every layer (initialized to zero).
+    d_in : int
+        Input dimension D.
+    width : int
+        Hidden width N (every hidden layer has N units).
+    depth : int
+        Number of weight layers L (``depth=1`` is the linear model ``f = w . x``,
+        ``depth=2`` is ``f(x) = a^T phi(W x)``).
+    out_dim : int
+        Number of outputs C.
+    activation : str
+        ``"linear"``, ``"relu"`` or ``"tanh"``.
+    sigma : float
+        Initialization scale; every weight ~ N(0, sigma^2 / fan_in).
+    bias : bool
+        Add a bias to every layer (initialized to zero).
 
-    Being an ``nn.Sequential`` of ``nn.Linear`` layers and elementwise
-    activations, it is computed by the exact layerwise NTK
-    (:func:`silentlib.ntk`). Input shape (P, D), output shape (P,) when
-    ``out_dim == 1`` and (P, C) otherwise.
+    Raises
+    ------
+    ValueError
+        If a size is not a positive integer, the activation is unknown or sigma is not a
+        positive finite number.
     """
 
-    def __init__(self, d_in, width, depth, *, out_dim=1, activation="linear",
-                 sigma=1.0, bias=False):
+    def __init__(self, d_in: int, width: int, depth: int, *, out_dim: int = 1, activation: str = "linear",
+                 sigma: float = 1.0, bias: bool = False):
         _check_positive_int("d_in", d_in)
         _check_positive_int("width", width)
         _check_positive_int("depth", depth)
@@ -68,26 +84,31 @@ class MLP(nn.Sequential):
         self.reset_parameters()
 
     @property
-    def linears(self):
+    def linears(self) -> list[nn.Linear]:
         """The L weight layers, first to last."""
         return [m for m in self if isinstance(m, nn.Linear)]
 
     @torch.no_grad()
-    def reset_parameters(self, generator=None):
-        """Redraw W_l ~ N(0, sigma^2/fan_in) and zero the biases."""
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Redraw every ``W_l ~ N(0, sigma^2 / fan_in)`` (from ``generator``, default torch's
+        global one) and zero the biases."""
         for lin in self.linears:
             std = self.sigma / math.sqrt(lin.in_features)
             lin.weight.copy_(torch.randn(lin.weight.shape, generator=generator) * std)
             if lin.bias is not None:
                 lin.bias.zero_()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(P, D) inputs -> (P,) outputs, or (P, C) for ``out_dim = C > 1``.
+
+        Raises ``ValueError`` for inputs of another shape."""
         if x.ndim != 2 or x.shape[1] != self.d_in:
             raise ValueError(f"expected inputs of shape (P, {self.d_in}), got {tuple(x.shape)}")
         out = super().forward(x)
         return out.squeeze(-1) if self.out_dim == 1 else out
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
+        """``sigma`` and ``activation``, shown in the module's repr."""
         return f"sigma={self.sigma}, activation={self.activation!r}"
 
 
@@ -115,17 +136,36 @@ class _Block(nn.Module):
 class WideResNet(nn.Module):
     """The Wide-ResNet of the paper's Figure 1(d, e), in standard parameterization.
 
-    Three groups of ``block_size`` residual blocks with 16k, 32k and 64k
-    channels (k = ``widen``), global average pooling and a linear read-out, as
-    in neural-tangents' WideResNet example (Novak et al. 2020). Weights are
-    N(0, sigma^2/fan_in) with ``sigma`` in the blocks and read-out and
-    ``sigma_first`` in the first convolution (the paper: 0.3 and 6.0).
-    No batch normalization, so the model is a plain function of its parameters
-    and its NTK is well defined. Input (P, channels, H, W); output (P,) or (P, C).
+    Three groups of ``block_size`` residual blocks with 16k, 32k and 64k channels
+    (k = ``widen``), global average pooling and a linear read-out, as in neural-tangents'
+    WideResNet example (Novak et al. 2020). No batch normalization, so the model is a plain
+    function of its parameters and its NTK is well defined (computed by the generic
+    ``"jacobian"`` or ``"vp"`` methods of :func:`silentlib.ntk.ntk`). Input
+    (P, channels, H, W); output (P,) or (P, C).
+
+    Parameters
+    ----------
+    widen : int
+        Widening factor k.
+    block_size : int
+        Residual blocks per group.
+    channels : int
+        Input channels (3 for CIFAR-10).
+    out_dim : int
+        Number of outputs C.
+    sigma : float
+        Weights are ``N(0, sigma^2 / fan_in)`` in the blocks and the read-out (paper: 0.3).
+    sigma_first : float
+        The same for the first convolution (paper: 6.0).
+
+    Raises
+    ------
+    ValueError
+        If ``widen``, ``block_size`` or ``out_dim`` is not a positive integer.
     """
 
-    def __init__(self, *, widen=4, block_size=1, channels=3, out_dim=1,
-                 sigma=0.3, sigma_first=6.0):
+    def __init__(self, *, widen: int = 4, block_size: int = 1, channels: int = 3, out_dim: int = 1,
+                 sigma: float = 0.3, sigma_first: float = 6.0):
         super().__init__()
         _check_positive_int("widen", widen)
         _check_positive_int("block_size", block_size)
@@ -145,7 +185,8 @@ class WideResNet(nn.Module):
         with torch.no_grad():
             self.readout.weight.normal_(0.0, sigma / math.sqrt(c))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(P, channels, H, W) images -> (P,) outputs, or (P, C) for ``out_dim = C > 1``."""
         h = torch.relu(self.blocks(self.first(x))).mean(dim=(2, 3))
         out = self.readout(h)
         return out.squeeze(-1) if self.out_dim == 1 else out

@@ -65,14 +65,28 @@ def is_layerwise_compatible(model: nn.Module) -> bool:
 class Plan:
     """How :func:`ntk` will compute a kernel, chosen from the device's free memory.
 
-    block_size : inputs per block (row and column blocks).
-    cache : whether the features (layerwise) or Jacobians (jacobian) of all inputs are
+    Attributes
+    ----------
+    method : str
+        The method used: ``"layerwise"``, ``"jacobian"`` or ``"vp"``.
+    outputs : int
+        The number of outputs whose kernel blocks are computed.
+    block_size : int
+        Inputs per block (row and column blocks).
+    cache : bool
+        Whether the features (layerwise) or Jacobians (jacobian) of all inputs are
         computed once and kept, instead of once per block pair.
-    groups : for ``"jacobian"``, the parameter names contracted together (one group
-        unless one input's Jacobian alone would not fit).
-    chunk : basis vectors per vmapped product (``"vp"``); None otherwise.
-    kernel_bytes, working_bytes, free_bytes : the kernel's size, the estimated peak of
-        everything else, and what the device had free.
+    groups : list | None
+        For ``"jacobian"``, the parameter names contracted together (one group unless
+        one input's Jacobian alone would not fit); None otherwise.
+    chunk : int | None
+        Basis vectors per vmapped product (``"vp"``); None otherwise.
+    kernel_bytes : int
+        The kernel's size.
+    working_bytes : int
+        The estimated peak of everything else.
+    free_bytes : int
+        What the device had free.
     """
     method: str
     outputs: int
@@ -91,28 +105,40 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
 
     Parameters
     ----------
-    model : the network; its output for P inputs has shape (P,) (a scalar
-        output) or (P, C). Its output for one input must not depend on the other
-        inputs of the batch (no batch norm in training mode).
-    x1 : (P1, ...) inputs; x2 : (P2, ...) inputs with the same trailing shape,
-        or None for x2 = x1.
-    method : ``"auto"`` (layerwise when the model allows it, else jacobian),
-        ``"layerwise"``, ``"jacobian"`` or ``"vp"``.
-    block_size : number of inputs per block; by default chosen by :func:`ntk_plan`
-        from the free memory of the model's device.
-    outputs : for a C-output model, the output indices (a sequence or a slice) whose
-        kernel blocks K[:, :, a, b] to compute; default all. Computing per-output
-        blocks divides the memory by (C / len(outputs))^2.
+    model : torch.nn.Module
+        The network; its output for P inputs has shape (P,) (a scalar output) or (P, C).
+        Its output for one input must not depend on the other inputs of the batch (no
+        batch norm in training mode).
+    x1 : array_like or torch.Tensor
+        (P1, ...) inputs.
+    x2 : array_like or torch.Tensor, optional
+        (P2, ...) inputs with the same trailing shape, or None for x2 = x1.
+    method : str
+        ``"auto"`` (layerwise when the model allows it, else jacobian), ``"layerwise"``,
+        ``"jacobian"`` or ``"vp"``.
+    block_size : int, optional
+        Number of inputs per block; by default chosen by :func:`ntk_plan` from the free
+        memory of the model's device.
+    outputs : sequence of int or slice, optional
+        For a C-output model, the output indices whose kernel blocks K[:, :, a, b] to
+        compute; default all. Computing per-output blocks divides the memory by
+        (C / len(outputs))^2.
 
     Returns
     -------
-    torch.Tensor of shape (P1, P2) for a scalar output or (P1, P2, C', C') for C'
-    selected outputs (neural-tangents' ``trace_axes=()``), on the model's device, in
-    the model's dtype.
+    torch.Tensor
+        Shape (P1, P2) for a scalar output or (P1, P2, C', C') for C' selected outputs
+        (neural-tangents' ``trace_axes=()``), on the model's device, in the model's dtype.
 
-    Raises ``ValueError`` before allocating if the kernel or the working memory of the
-    smallest block does not fit in the device's free memory, naming the size needed
-    and the ways out (fewer inputs, per-output blocks, ``block_size``, the CPU).
+    Raises
+    ------
+    ValueError
+        Before allocating, if the kernel or the working memory of the smallest block does
+        not fit in the device's free memory, naming the size needed and the ways out
+        (fewer inputs, per-output blocks, ``block_size``, the CPU); also for an unknown
+        method, ``"layerwise"`` on a model that is not a stack of linear layers and
+        elementwise activations, a model that mixes the examples of a batch (see
+        :func:`check_per_example`), or inputs of mismatched shapes.
     """
     with exact_matmul(), torch.no_grad():
         return _ntk(model, x1, x2, method, block_size, outputs)
@@ -166,7 +192,8 @@ def ntk_plan(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size:
              outputs=None) -> Plan:
     """The :class:`Plan` (blocks, caching, memory) :func:`ntk` would use for these arguments.
 
-    Raises the ``ValueError`` that :func:`ntk` would raise when the kernel cannot fit.
+    Takes the arguments of :func:`ntk` and allocates nothing. Raises the ``ValueError``
+    that :func:`ntk` would raise when the kernel cannot fit.
     """
     params, x1, x2, same, idx, _, method = _prepare(model, x1, x2, method, outputs)
     return _plan(model, params, x1, x2, same, idx, method, block_size)

@@ -8,7 +8,7 @@ Main functions
 --------------
 * :func:`plot_dynamics` -- loss, kernel norm and alignment against training time
   on one axis (the paper's Figure 1 panels).
-* :func:`plot_trajectory` -- the same, read from a :class:`silentlib.Trajectory`.
+* :func:`plot_trajectory` -- the same, read from a :class:`~silentlib.train.Trajectory`.
 * :func:`plot_prediction_scatter` -- kernel-regression predictions against the
   network's on test points, each with its Pearson correlation (Figure 1(c, e)).
 * :func:`scale_note` -- marks a figure with the scale (fast / paper) and device
@@ -27,6 +27,8 @@ from cycler import cycler
 
 from .config import device, scale, seed
 
+#: The book's colours by role (loss blue, kernel norm orange, alignment green, as in the paper's
+#: Figure 1), then named extra colours; also the order of matplotlib's colour cycle.
 COLORS = {
     "loss": "#1f77b4",          # blue, as in the paper's Figure 1
     "kernel_norm": "#ff7f0e",   # orange
@@ -100,8 +102,8 @@ def scale_note(fig, *, loc="lower right"):
     """Mark ``fig`` with the scale that made it, in small grey text in a corner.
 
     The text reads "fast scale (CPU)" or "paper scale (NVIDIA H100 ...)" after
-    :func:`silentlib.scale` and :func:`silentlib.device`, followed by ", seed N" when
-    :func:`silentlib.seed` is not 0. ``loc`` is one of
+    :func:`~silentlib.config.scale` and :func:`~silentlib.config.device`, followed by ", seed N" when
+    :func:`~silentlib.config.seed` is not 0. ``loc`` is one of
     "lower right", "lower left", "upper right", "upper left". Returns the Text.
     """
     label = "paper scale" if scale() == "paper" else "fast scale"
@@ -136,19 +138,29 @@ def plot_dynamics(ax, t, *, loss=None, alignment=None, kernel_norm=None, normali
 
     Parameters
     ----------
-    ax : a matplotlib Axes.
-    t : (n,) training times, starting at 0 (``Trajectory.t``).
-    loss : (n,) training loss; with ``normalize`` divided by its value at t = 0
+    ax
+        A matplotlib Axes.
+    t
+        (n,) training times, starting at 0 (``Trajectory.t``).
+    loss
+        (n,) training loss; with ``normalize`` divided by its value at t = 0
         (so it starts at 1).
-    alignment : (n,) kernel-target alignment, drawn as is.
-    kernel_norm : (n,) ||K_t||_F; with ``normalize`` divided by its final value
+    alignment
+        (n,) kernel-target alignment, drawn as is.
+    kernel_norm
+        (n,) ``||K_t||_F``; with ``normalize`` divided by its final value
         (so it ends at 1).
-    normalize : normalize loss and kernel norm as above.
-    log_time : log-scale the time axis (t = 0 is then not drawn).
-    label_suffix : appended to every legend label (e.g. " (depth 3)").
-    theory_alignment : if given, a dashed horizontal line at this alignment
+    normalize
+        Normalize loss and kernel norm as above.
+    log_time
+        Log-scale the time axis (t = 0 is then not drawn).
+    label_suffix
+        Appended to every legend label (e.g. " (depth 3)").
+    theory_alignment
+        if given, a dashed horizontal line at this alignment
         (e.g. :func:`silentlib.theory.final_alignment`).
-    **kw : extra keyword arguments for every ``ax.plot`` call (e.g. ``alpha``,
+    **kw
+        Extra keyword arguments for every ``ax.plot`` call (e.g. ``alpha``,
         ``linestyle``); a ``color`` here overrides the house colours.
 
     Returns ``ax``.
@@ -188,7 +200,7 @@ def plot_dynamics(ax, t, *, loss=None, alignment=None, kernel_norm=None, normali
 
 
 def plot_trajectory(traj, ax=None, **kw):
-    """:func:`plot_dynamics` of a :class:`silentlib.Trajectory` (loss, alignment and,
+    """:func:`plot_dynamics` of a :class:`~silentlib.train.Trajectory` (loss, alignment and,
     when the kernel was tracked, kernel norm). Creates a figure if ``ax`` is None. Returns ax."""
     if ax is None:
         _, ax = plt.subplots()
@@ -218,11 +230,15 @@ def plot_prediction_scatter(ax, nn_pred, kernel_preds, *, colors=None, s=12, alp
 
     Parameters
     ----------
-    ax : a matplotlib Axes.
-    nn_pred : (Q,) or (Q, C) network outputs on the test points (flattened).
-    kernel_preds : {label: (Q,) or (Q, C) predictions}, e.g.
+    ax
+        A matplotlib Axes.
+    nn_pred
+        (Q,) or (Q, C) network outputs on the test points (flattened).
+    kernel_preds
+        {label: (Q,) or (Q, C) predictions}, e.g.
         ``{"$K_0$": kernel_regression(K0, K0_test, y), "$K_\\infty$": ...}``.
-    colors : optional list of colours, one per entry of ``kernel_preds``.
+    colors
+        Optional list of colours, one per entry of ``kernel_preds``.
 
     Each entry's legend label carries its Pearson correlation with the network,
     and a dashed identity line y = x is drawn. Returns ``{label: correlation}``.
@@ -350,17 +366,26 @@ def plot_modes(ax, t, strengths, singular_values, *, theory_t=None, theory=None,
 
     Parameters
     ----------
-    ax : a matplotlib Axes.
-    t : (n,) training times.
-    strengths : (n, K) measured mode strengths z_a^T (A W) v_a, drawn divided by
+    ax
+        A matplotlib Axes.
+    t
+        (n,) training times.
+    strengths
+        (n, K) measured mode strengths z_a^T (A W) v_a, drawn divided by
         ``singular_values`` (so each rises from ~0 to 1), solid.
-    singular_values : (K,) the teacher's s_a.
-    theory_t, theory : optional (m,) times and (m, K) predicted strengths (e.g.
+    singular_values
+        (K,) the teacher's s_a.
+    theory_t, theory
+        Optional (m,) times and (m, K) predicted strengths (e.g.
         :func:`silentlib.theory.u_squared` per mode), drawn dashed, also divided by s_a.
-    loss : optional (n,) training loss, drawn normalized to 1 at t = 0 (blue).
-    mode_times : optional (K,) predicted half-point times, drawn as dotted vertical lines.
-    log_time : log-scale the time axis (t = 0 is then dropped).
-    labels : optional K legend labels (default "mode a (s = ...)").
+    loss
+        Optional (n,) training loss, drawn normalized to 1 at t = 0 (blue).
+    mode_times
+        Optional (K,) predicted half-point times, drawn as dotted vertical lines.
+    log_time
+        Log-scale the time axis (t = 0 is then dropped).
+    labels
+        Optional K legend labels (default "mode a (s = ...)").
 
     Returns ``ax``.
     """
@@ -615,13 +640,13 @@ def plot_depth_alignment(ax, depths, measured, rank, *, L_max=None):
 # --- chapter 6 ---
 
 def top_direction_angles(W, a, directions):
-    """Angles (degrees, in [0, 90]) between the top eigenvector of M = W^T W + |a|^2 I and given directions.
+    """Angles (degrees, in [0, 90]) between the top eigenvector of ``M = W^T W + |a|^2 I`` and given directions.
 
     W : (n, N, D) first-layer weights at n records (or one (N, D) matrix); a : (n, N) (or (N,))
     read-out weights. For the two-layer linear network K(x, x') = x^T M x' (eq. 5 of the paper),
     so the top eigenvector of M is the kernel's top eigenvector in input space, and it is also
     the top right-singular vector of W. directions : {label: (D,) vector}.
-    Returns {label: (n,) angles}; the sign of an eigenvector is irrelevant (|cos| is used).
+    Returns {label: (n,) angles}; the sign of an eigenvector is irrelevant (``|cos|`` is used).
     """
     W, a = np.asarray(W, dtype=np.float64), np.asarray(a, dtype=np.float64)
     single = W.ndim == 2
@@ -686,11 +711,11 @@ def plot_realignment(ax, t, loss, angles, *, marks=(0.9, 0.1), title=None, legen
 def plot_whitening_sweep(axes, runs, *, cmap="viridis"):
     """The paper's Figure 4 (a-f) from a partial-whitening sweep.
 
-    axes : six Axes (a-f). runs : {gamma: dict} with keys
-      ``spectrum`` (eigenvalues of Sigma_gamma), ``t``, ``loss``, ``test_error`` (n,),
-      ``kernel_norm`` (n,), ``alignment`` (n,), ``rel_err_K0``, ``rel_err_Kinf`` (floats).
-    (a) spectra (log-log), (b) normalized loss, (c) test error, (d) ||K_t||_F, (e) alignment,
-    all against time on log axes, (f) |f_K - f_NN| / |f_NN| for K_0 and K_inf regression against gamma.
+    axes : six Axes (a-f). runs : {gamma: dict} with keys ``spectrum`` (eigenvalues of
+    Sigma_gamma), ``t``, ``loss``, ``test_error`` (n,), ``kernel_norm`` (n,), ``alignment``
+    (n,), ``rel_err_K0``, ``rel_err_Kinf`` (floats).
+    (a) spectra (log-log), (b) normalized loss, (c) test error, (d) ``||K_t||_F``, (e) alignment,
+    all against time on log axes, (f) ``|f_K - f_NN| / |f_NN|`` for K_0 and K_inf regression against gamma.
     Returns the axes.
     """
     axes = list(np.ravel(axes))

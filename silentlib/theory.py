@@ -7,16 +7,16 @@ Appendix E; multiple outputs, Section 4.2 and Appendix H) and Appendices A-B
 
 Conventions (they fix every constant below; the book states them where it first uses them):
 
-* Loss L = 1/(2P) sum_mu |f(x^mu) - y^mu|^2, gradient flow d theta/dt = -grad L
-  (:func:`silentlib.train` with t = lr * step), so in function space
+* Loss ``L = 1/(2P) sum_mu |f(x^mu) - y^mu|^2``, gradient flow d theta/dt = -grad L
+  (:func:`silentlib.train.train` with t = lr * step), so in function space
   df(x)/dt = (1/P) sum_mu K(x, x^mu) (y^mu - f(x^mu)): the paper's eta of eq. 1
   is 1/P for the unnormalized NTK K, and eta = 1 in its eqs. 4 and 9.
 * Whitened data: every nonzero singular value of X (P x D) is sqrt(P), so
   Sigma = X^T X / P is the projector onto the data span.
-* Teacher y = s beta . x with |beta| = 1 and beta in the data span.
+* Teacher y = s beta . x with ``|beta| = 1`` and beta in the data span.
 * Two-layer linear network f = a^T W x, a_i ~ N(0, sigma^2/N), W_ij ~ N(0, sigma^2/D)
-  (``MLP(D, N, 2, sigma=sigma)``), NTK K(x, x') = x^T M x' with M = W^T W + |a|^2 I (eq. 5),
-  v = W beta, q = (|v|^2 + |a|^2)/2 = beta^T M beta / 2, r = a^T W beta = beta^T w_eff.
+  (``MLP(D, N, 2, sigma=sigma)``), NTK K(x, x') = x^T M x' with ``M = W^T W + |a|^2 I`` (eq. 5),
+  v = W beta, ``q = (|v|^2 + |a|^2)/2`` = beta^T M beta / 2, r = a^T W beta = beta^T w_eff.
 * Deep linear network f = w_L^T W_{L-1} ... W_1 x; balanced rank-one weights
   W_l = u r_{l+1} r_l^T (r_1 = beta, r_{L+1} = 1) and c = u^L = beta^T w_eff.
 
@@ -85,8 +85,8 @@ def two_layer_q0(sigma, N, D):
     """Expected initial q for a two-layer linear net: E[q0] = (sigma^2 / 2)(1 + N / D).
 
     Paper, Appendix C.1 (stated after eq. 7). With a_i ~ N(0, sigma^2/N) and
-    W_ij ~ N(0, sigma^2/D) (``MLP(D, N, 2, sigma=sigma)``), E|a|^2 = sigma^2 and
-    E|W beta|^2 = N sigma^2 / D for a unit beta, and q = (|W beta|^2 + |a|^2)/2.
+    W_ij ~ N(0, sigma^2/D) (``MLP(D, N, 2, sigma=sigma)``), ``E|a|^2 = sigma^2`` and
+    ``E|W beta|^2 = N sigma^2 / D`` for a unit beta, and ``q = (|W beta|^2 + |a|^2)/2``.
     E[r0] = 0. Returns a float.
     """
     sigma = _positive("sigma", sigma)
@@ -109,10 +109,10 @@ def _two_layer_weights(model):
 def two_layer_qr0(model, beta):
     """Measured (q0, r0) of a two-layer linear network for a unit teacher direction beta.
 
-    q = (|W beta|^2 + |a|^2) / 2 = beta^T M beta / 2 and r = a^T W beta (paper, Appendix C.1),
+    ``q = (|W beta|^2 + |a|^2) / 2`` = beta^T M beta / 2 and r = a^T W beta (paper, Appendix C.1),
     where W (N, D) is the first layer's weight and a (N,) the last layer's single weight row.
     ``model``: a two-layer ``silentlib.MLP`` with one output (anything with ``.linears``
-    of two ``nn.Linear``); ``beta``: (D,) array or tensor with |beta| = 1 (ValueError otherwise).
+    of two ``nn.Linear``); ``beta``: (D,) array or tensor with ``|beta| = 1`` (ValueError otherwise).
     Call it on the untrained model (or on any snapshot: it is also how ``train``'s
     ``observe`` can record q(t), r(t)). Returns floats (q, r).
     """
@@ -129,7 +129,7 @@ def two_layer_qr0(model, beta):
 
 
 def two_layer_qr_from_trajectory(traj, x, beta):
-    """q(t), r(t) of a two-layer linear net read off a :class:`silentlib.Trajectory` (no weights needed).
+    """q(t), r(t) of a two-layer linear net read off a :class:`~silentlib.train.Trajectory` (no weights needed).
 
     f(X) = X w_eff and K = X M X^T, so for beta in the span of the training inputs x,
     r = beta^T w_eff = beta^T X^+ f and q = beta^T M beta / 2 = (X^{+T} beta)^T K (X^{+T} beta) / 2,
@@ -167,7 +167,7 @@ def two_layer_mode_qr0(model, Z, V):
     """Per-mode (q, r) of a two-layer linear network with C outputs, f = A W x.
 
     For mode alpha with unit output direction z_alpha and input direction v_alpha:
-    q_alpha = (|W v_alpha|^2 + |A^T z_alpha|^2) / 2 and r_alpha = z_alpha^T A W v_alpha, the
+    ``q_alpha = (|W v_alpha|^2 + |A^T z_alpha|^2) / 2`` and r_alpha = z_alpha^T A W v_alpha, the
     multi-output analogue of :func:`two_layer_qr0` (paper, Section 4.2 / Appendix H:
     the modes decouple on whitened data). ``Z``: (C, K), ``V``: (D, K), columns unit.
     Returns arrays (q (K,), r (K,)); u0_alpha^2 = (q_alpha + r_alpha) / 2 enters :func:`mode_times`.
@@ -202,7 +202,7 @@ def two_layer_phase1(t, s, q0, r0=0.0):
     """Phase I (linearized) solution for a two-layer linear net: eq. 7 generalised to r0 != 0.
 
     While r << s the flow dq/dt = 2(s - r) r, dr/dt = 2(s - r) q is linear,
-    dq/dt = 2 s r, dr/dt = 2 s q (paper, Appendix C.1, with eta = 1 in our time), so
+    dq/dt = 2 s r, dr/dt = 2 s q (paper, Appendix C.1, with eta = 1 in our time), so ::
 
         q(t) = q0 cosh(2st) + r0 sinh(2st),   r(t) = r0 cosh(2st) + q0 sinh(2st).
 
@@ -233,23 +233,23 @@ def two_layer_qr(t, s, q0, r0=0.0):
     Equations (paper, Appendix C.1 and C.5; our conventions, eta = 1 in the time
     t = lr * step). Writing w = W^T a, gradient flow gives
     da/dt = W Sigma (s beta - w), dW/dt = a (s beta - w)^T Sigma. With Sigma beta = beta
-    and w ~ r beta (true up to O(sigma^2)-relative terms), differentiating q and r gives
+    and w ~ r beta (true up to O(sigma^2)-relative terms), differentiating q and r gives ::
 
         dq/dt = 2 (s - r) r,     dr/dt = 2 (s - r) q.
 
     Derivation of the solution. q^2 - r^2 = kappa^2 is conserved (q dq - r dr = 0), and
-    q >= |r| (AM-GM), so q = kappa cosh(phi), r = kappa sinh(phi). Then
+    ``q >= |r|`` (AM-GM), so q = kappa cosh(phi), r = kappa sinh(phi). Then
     dphi/dt = 2 (s - kappa sinh phi), and E = e^phi obeys the Riccati equation
-    dE/dt = -kappa E^2 + 2 s E + kappa. Equivalently p = kappa E = q + r (= 2 u^2) obeys
+    dE/dt = -kappa E^2 + 2 s E + kappa. Equivalently p = kappa E = q + r (= 2 u^2) obeys ::
 
         dp/dt = 2 s p - p^2 + kappa^2 = -(p - p+)(p - p-),   p+- = s +- rho,  rho = sqrt(s^2 + kappa^2),
 
     whose solution, written so that nothing divides by kappa (kappa -> 0 is the
-    logistic of eq. 8) and nothing overflows at large t, is
+    logistic of eq. 8) and nothing overflows at large t, is ::
 
         p(t) = [p+ (p0 - p-) + (-p-)(p0 - p+) e^{-2 rho t}] / [(p0 - p-) + (p+ - p0) e^{-2 rho t}],
 
-    with p0 = q0 + r0 and p- = -kappa^2 / (s + rho). Then m = q - r = kappa^2 / p and
+    with p0 = q0 + r0 and p- = -kappa^2 / (s + rho). Then m = q - r = kappa^2 / p and ::
 
         q = (p + kappa^2/p) / 2,    r = (p - kappa^2/p) / 2,
 
@@ -263,7 +263,7 @@ def two_layer_qr(t, s, q0, r0=0.0):
     O(q0^2/s) and negligible. The two agree to O(q0) everywhere; ours is the
     exact solution of the reduced ODE (checked against ``solve_ivp`` in the tests).
 
-    ``t`` any shape (>= 0); s > 0, q0 > 0, |r0| <= q0, q0 + r0 > 0. Returns (q, r) of t's shape.
+    ``t`` any shape (>= 0); s > 0, q0 > 0, ``|r0| <= q0``, q0 + r0 > 0. Returns (q, r) of t's shape.
     """
     t = _times(t)
     s, q0, r0 = _check_qr0(s, q0, r0)
@@ -275,7 +275,7 @@ def two_layer_qr(t, s, q0, r0=0.0):
 def two_layer_loss(t, s, q0, r0=0.0):
     """Normalized training loss of a two-layer linear net, (s - r(t))^2 / (s - r0)^2.
 
-    On whitened data the loss is (1/2)|w_eff - s beta|^2 = (s - r)^2 / 2 + O(sigma^2)
+    On whitened data the loss is ``(1/2)|w_eff - s beta|^2`` = (s - r)^2 / 2 + O(sigma^2)
     (the O(sigma^2) is the initial weight energy orthogonal to beta), so normalized to 1
     at t = 0 it is (s - r)^2 / (s - r0)^2 with r(t) from :func:`two_layer_qr`
     (paper, Appendix C.5, Figure C.2). Requires r0 != s. Returns t's shape.
@@ -287,7 +287,7 @@ def two_layer_loss(t, s, q0, r0=0.0):
 
 
 def u_squared(t, s, u0sq):
-    """Phase II scale of a two-layer linear net, eq. 8 (paper, Appendix C.4):
+    """Phase II scale of a two-layer linear net, eq. 8 (paper, Appendix C.4)::
 
         c(t) = u(t)^2 = s e^{2st} / (e^{2st} - 1 + s/u0^2),
 
@@ -311,7 +311,7 @@ def phase_times(s, u0sq):
     loss drops (the half-LOSS time (s - c)^2 = s^2/2 is (1/(2s)) log((sqrt(2) - 1)(s/u0^2 - 1))).
 
     The paper writes t2 ~ (1/s) log(s/sigma^2): the same log(1/sigma^2) law, but its own eqs. 4
-    and 8 (gradient flow on L = 1/(2P) sum |f - y|^2, t = lr * step) give the rate 2s for both
+    and 8 (gradient flow on ``L = 1/(2P) sum |f - y|^2``, t = lr * step) give the rate 2s for both
     phases, hence the factor 1/2 on both (the paper slips at e^{st} ~ s/u0^2), and the argument is
     u0^2 = (q0 + r0)/2 ~ sigma^2 (1 + N/D)/4 rather than sigma^2.
     Requires 0 < u0^2 < s/2 (otherwise there is no half-point to reach). Returns floats.
@@ -326,7 +326,7 @@ def mode_times(singular_values, u0sq):
     """Half-point times of the modes of a multi-output two-layer linear net (paper, Section 4.2, App. H).
 
     On whitened data, teacher beta = sum_alpha s_alpha z_alpha v_alpha^T, mode alpha's strength
-    z_alpha^T (A W) v_alpha follows eq. 8's logistic with s -> s_alpha, and crosses s_alpha/2 at
+    z_alpha^T (A W) v_alpha follows eq. 8's logistic with s -> s_alpha, and crosses s_alpha/2 at ::
 
         t_alpha = (1 / (2 s_alpha)) log(s_alpha / u0^2 - 1).
 
@@ -348,7 +348,7 @@ def mode_times(singular_values, u0sq):
 
 # --------------------------------------------------------------------------- deep linear
 def deep_linear_ntk(x1, x2, u, r1, L):
-    """NTK of a balanced rank-one depth-L linear network, eq. 10 (paper, Appendix E):
+    """NTK of a balanced rank-one depth-L linear network, eq. 10 (paper, Appendix E)::
 
         K(x, x') = u^{2(L-1)} x^T [(L-1) r1 r1^T + I] x'.
 
@@ -375,7 +375,7 @@ def deep_linear_scale(t, s, L, c0):
 
     With W_l = u r_{l+1} r_l^T and whitened data the loss is (s - c)^2 / 2 and
     dL/dW_l = -(s - c) u^{L-1} r_{l+1} r_l^T, so every layer's scale obeys
-    du/dt = (s - c) u^{L-1}, hence
+    du/dt = (s - c) u^{L-1}, hence ::
 
         dc/dt = L u^{L-1} du/dt = L c^{2 - 2/L} (s - c).
 
@@ -431,7 +431,7 @@ def half_loss_time(s, L, c0):
     """Time at which the normalized loss (s - c)^2/(s - c0)^2 of dc/dt = L c^{2-2/L}(s - c) is 1/2.
 
     The loss is half when c = c_half = s - (s - c0)/sqrt(2). The time is the integral
-    t = int_{c0}^{c_half} dc / (L c^{2-2/L} (s - c)), split with 1/(s-c) = 1/s + c/(s(s - c)) into
+    t = int_{c0}^{c_half} dc / (L c^{2-2/L} (s - c)), split with 1/(s-c) = 1/s + c/(s(s - c)) into ::
 
         [c0^{-a} - c_half^{-a}] / (a L s)  +  int_{log c0}^{log c_half} e^{2y/L} / (L s (s - e^y)) dy,
 
@@ -461,7 +461,7 @@ def half_loss_time_asymptotic(s, L, u0, *, constant=True):
     For L >= 3:   t_half = u0^{-(L-2)} / (s (L - 2))  +  C_L s^{2/L - 2}  +  o(1),
     the sigma^{-L+2} law. The leading term is the blow-up time of dc/dt = L s c^{2-2/L}
     from c0 (the paper's L/(s(L-2)) sigma^{-L+2} comes from its ODE without our factor L and
-    with u0 -> sigma; the two agree). The constant is
+    with u0 -> sigma; the two agree). The constant is ::
 
         C_L = (1/L) [ int_0^{x} z^{2/L-1}/(1-z) dz - x^{-(1-2/L)}/(1-2/L) ],   x = 1 - 1/sqrt(2)
 
@@ -494,8 +494,8 @@ def final_alignment(L, rank):
     Derivation: after training, K_inf is proportional to X M X^T with M = (L-1) beta beta^T + I
     (eq. 10 with r1 = beta). With X^T X = P Pi (Pi the projector onto the data span, of rank
     r) and beta in the span, y = s X beta:
-    y^T K y = s^2 P^2 beta^T M beta = s^2 P^2 L, |y|^2 = s^2 P and
-    ||K||_F^2 = P^2 tr((Pi M Pi)^2) = P^2 [(L-1)^2 + 2(L-1) + r] = P^2 (L^2 + r - 1), so
+    y^T K y = s^2 P^2 beta^T M beta = s^2 P^2 L, ``|y|^2 = s^2 P`` and
+    ``||K||_F^2 = P^2 tr((Pi M Pi)^2)`` = P^2 [(L-1)^2 + 2(L-1) + r] = P^2 (L^2 + r - 1), so ::
 
         A_inf = y^T K y / (||K||_F |y|^2) = L / sqrt(L^2 + r - 1).
 
@@ -514,7 +514,7 @@ def final_alignment(L, rank):
 def silent_schedule(K0, Kinf, sigma, L, tau, *, rate=2.0):
     """The kernel schedule of eq. 3 (paper, Appendix B, Theorem 1), as a callable t -> K_t.
 
-    Exact choice made here, with eps = sigma^{2L-2}:
+    Exact choice made here, with eps = sigma^{2L-2}::
 
         K_t = eps [(1 - t/tau) K0 + (t/tau) Kinf]                      for 0 <= t <= tau,
         K_t = g(t) Kinf,  g(t) = 1 / (1 + (1/eps - 1) e^{-rate (t - tau)})   for t > tau.
@@ -522,8 +522,8 @@ def silent_schedule(K0, Kinf, sigma, L, tau, *, rate=2.0):
     So the kernel is small (O(eps)) and turns linearly from K0 to Kinf's direction during
     Phase I, then grows along the fixed direction Kinf with a logistic g (continuous at tau:
     g(tau) = eps, g -> 1), like eq. 8's c(t) (rate 2s with s = 1 by default).
-    ``K0`` and ``Kinf`` are unit-scale kernels (the shapes, e.g. K0 / ||K0||_F and
-    Kinf / ||Kinf||_F; sigma^{2L-2} is put in here). Arrays of any equal shape: (P, P) for the
+    ``K0`` and ``Kinf`` are unit-scale kernels (the shapes, e.g. ``K0 / ||K0||_F`` and
+    ``Kinf / ||Kinf||_F``; sigma^{2L-2} is put in here). Arrays of any equal shape: (P, P) for the
     training kernel, or (Q, P) cross kernels -- call this once for each with the same sigma, L,
     tau, rate, so that train and test kernels follow one schedule. For a depth-L linear net the
     paper's tau ~ sigma^{2-L}. Returns a function of a float t >= 0.
@@ -550,7 +550,7 @@ def silent_schedule(K0, Kinf, sigma, L, tau, *, rate=2.0):
 
 def gradient_flow_kernel_solution(kernel_fn, K_test_fn, y, f0, f0_test, t_grid, eta=None, *,
                                   return_path=False, rtol=1e-8, atol=1e-10):
-    """Integrate function-space gradient flow for a prescribed kernel schedule (paper, eqs. 1-2, App. A).
+    """Integrate function-space gradient flow for a prescribed kernel schedule (paper, eqs. 1-2, App. A). ::
 
         df(x_mu)/dt = eta sum_nu K_t(x_mu, x_nu) (y_nu - f(x_nu)),      (train, eq. 1)
         df(x)/dt    = eta sum_nu k_t(x, x_nu)   (y_nu - f(x_nu)),       (test)
@@ -560,7 +560,7 @@ def gradient_flow_kernel_solution(kernel_fn, K_test_fn, y, f0, f0_test, t_grid, 
     (ignored when K_test_fn is None); ``t_grid`` increasing times starting at 0 (integration is
     done segment by segment between consecutive grid points with ``solve_ivp`` (LSODA, with the
     exact Jacobian), so put any kink of the schedule, such as tau, on the grid); ``eta``: default
-    1/P, this library's convention (:func:`silentlib.train` with the unnormalized NTK).
+    1/P, this library's convention (:func:`silentlib.train.train` with the unnormalized NTK).
 
     Returns (f_final (P,), f_test_final (Q,) or None), or with ``return_path=True`` the values
     at every grid time, (f (n, P), f_test (n, Q) or None).

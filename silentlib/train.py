@@ -1,25 +1,27 @@
 """Gradient-flow training with kernel tracking.
 
-:func:`train` runs full-batch gradient descent on the square loss
+:func:`train` runs full-batch gradient descent on the square loss::
 
     L(theta) = 1/(2P) sum_mu |f(x^mu) - y^mu|^2,
 
 theta <- theta - lr * grad L, and calls t = lr * step the training time, so that
 as lr -> 0 it integrates the gradient flow d theta / dt = -grad L of the paper
-(eq. 4 and 9, learning rate eta = 1 there). In function space this is eq. 1,
+(eq. 4 and 9, learning rate eta = 1 there). In function space this is eq. 1::
 
     d f(x, t) / dt = (1/P) sum_mu K(x, x^mu, t) (y^mu - f(x^mu, t)),
 
 i.e. the paper's eta is 1/P for the unnormalized NTK K returned by
-:func:`silentlib.ntk`. Records are taken on a log-spaced time grid.
+:func:`silentlib.ntk.ntk`. Records are taken on a log-spaced time grid.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import config
@@ -30,25 +32,46 @@ from .ntk import ntk
 
 @dataclasses.dataclass
 class Trajectory:
-    """What :func:`train` recorded, as numpy arrays (n = number of records).
+    """What :func:`train` recorded, as numpy arrays on the host (n = number of records).
 
     Attributes
     ----------
-    t : (n,) training times lr * step, from 0 to t_max.
-    loss : (n,) training loss 1/(2P) sum |f - y|^2.
-    alignment : (n,) kernel alignment A(K_t, y) (NaN when the kernel is not tracked).
-    kernel_norm : (n,) ||K_t||_F on the training set (NaN when not tracked).
-    predictions : (n, P) or (n, P, C) network outputs on the training set.
-    kernels : (n, P, P) or (n, P, P, C, C) K_t on the training set, or None.
-    test_predictions : (n, Q) or (n, Q, C) outputs on ``x_test``, or None.
-    K0, Kinf : initial and final NTK on the training set (None with ``keep_kernels=False``).
-    K0_test, Kinf_test : initial and final NTK between test and training
-        points, shape (Q, P) or (Q, P, C, C), ready for
-        ``kernel_regression(K0, K0_test, y)``; None without ``x_test``.
-    observables : {name: (n, ...) array} of the values of the ``observe`` callables.
-    steps : (n,) the gradient-descent step of each record.
-    lr, optimizer : how it was trained.
-    y : (P,) or (P, C) the training targets.
+    t : numpy.ndarray
+        (n,) training times ``lr * step``, from 0 to ``t_max``.
+    loss : numpy.ndarray
+        (n,) training loss ``1/(2P) sum_mu |f(x^mu) - y^mu|^2``.
+    alignment : numpy.ndarray
+        (n,) kernel-target alignment A(K_t, y) (:func:`~silentlib.kernels.kernel_alignment`,
+        paper Section 2); NaN when the kernel is not tracked.
+    kernel_norm : numpy.ndarray
+        (n,) Frobenius norm ``||K_t||_F`` on the training set; NaN when not tracked.
+    predictions : numpy.ndarray
+        (n, P) or (n, P, C) network outputs on the training set.
+    kernels : numpy.ndarray | None
+        (n, P, P) or (n, P, P, C, C): K_t on the training set at every record; None
+        without ``track_ntk`` or with ``keep_kernels=False``.
+    test_predictions : numpy.ndarray | None
+        (n, Q) or (n, Q, C) outputs on ``x_test``; None without ``x_test``.
+    K0 : numpy.ndarray | None
+        (P, P) or (P, P, C, C): the initial NTK on the training set; None with
+        ``keep_kernels=False``.
+    Kinf : numpy.ndarray | None
+        The final NTK on the training set, the same shape; None with ``keep_kernels=False``.
+    K0_test : numpy.ndarray | None
+        (Q, P) or (Q, P, C, C): the initial NTK between the test and the training points,
+        ready for ``kernel_regression(K0, K0_test, y)``; None without ``x_test``.
+    Kinf_test : numpy.ndarray | None
+        The final NTK between the test and the training points, the same shape.
+    observables : dict
+        ``{name: (n, ...) array}``, the values of the ``observe`` callables at every record.
+    steps : numpy.ndarray
+        (n,) the gradient-descent step of each record (``t = lr * steps``).
+    lr : float
+        The learning rate.
+    optimizer : str
+        ``"gd"`` or ``"adam"``.
+    y : numpy.ndarray | None
+        (P,) or (P, C) the training targets, in float64.
     """
     t: np.ndarray
     loss: np.ndarray
@@ -67,28 +90,59 @@ class Trajectory:
     optimizer: str
     y: np.ndarray | None = None
 
-    def kernel_predictions(self, ridge=0.0):
+    def kernel_predictions(self, ridge: float = 0.0) -> dict[str, np.ndarray]:
         """Kernel regression on the test points with the initial and the final NTK.
 
-        Returns {"K0": k_0(x)^T K_0^{-1} y, "Kinf": k_inf(x)^T K_inf^{-1} y}, each of shape
-        (Q,) or (Q, C): the two kernel machines the trained network is compared with
-        (paper, Figure 1(b); silent alignment predicts the network matches "Kinf").
+        The two kernel machines the trained network is compared with (paper, Figure 1(b)):
+        silent alignment predicts that the network matches the one with the final NTK.
+
+        Parameters
+        ----------
+        ridge : float
+            Passed to :func:`~silentlib.kernels.kernel_regression` (0: interpolation).
+
+        Returns
+        -------
+        dict
+            ``{"K0": k_0(x)^T K_0^{-1} y, "Kinf": k_inf(x)^T K_inf^{-1} y}``, each of shape
+            (Q,) or (Q, C).
+
+        Raises
+        ------
+        ValueError
+            If the trajectory was trained without ``x_test`` or with ``keep_kernels=False``.
         """
         if self.K0_test is None:
             raise ValueError("kernel_predictions needs a trajectory trained with x_test and keep_kernels=True")
         return {"K0": kernel_regression(self.K0, self.K0_test, self.y, ridge),
                 "Kinf": kernel_regression(self.Kinf, self.Kinf_test, self.y, ridge)}
 
-    def time_to_loss_fraction(self, fraction=0.5):
-        """First recorded time at which loss / loss(0) <= ``fraction`` (linear interpolation in t between records, as crossing_time); inf if never."""
+    def time_to_loss_fraction(self, fraction: float = 0.5) -> float:
+        """First time at which ``loss / loss[0] <= fraction``, interpolated linearly between
+        records (as :func:`crossing_time`); ``inf`` if never (e.g. the paper's half-loss time
+        for ``fraction=0.5``)."""
         return crossing_time(self.t, self.loss / self.loss[0], fraction, decreasing=True)
 
 
-def crossing_time(t, values, level, *, decreasing=False):
+def crossing_time(t, values, level: float, *, decreasing: bool = False) -> float:
     """First time a recorded curve crosses ``level``, interpolated linearly between records.
 
-    ``decreasing=True`` looks for values falling to <= level, else rising to >= level.
-    Returns inf if the curve never crosses.
+    Parameters
+    ----------
+    t : array_like
+        (n,) increasing record times (e.g. :attr:`Trajectory.t`).
+    values : array_like
+        (n,) the curve at those times (e.g. :attr:`Trajectory.alignment`).
+    level : float
+        The level to cross.
+    decreasing : bool
+        True looks for the values falling to ``<= level``, False for them rising to ``>= level``.
+
+    Returns
+    -------
+    float
+        The interpolated crossing time; ``t[0]`` if the first value already crosses,
+        ``inf`` if the curve never does.
     """
     t, v = np.asarray(t, float), np.asarray(values, float)
     hit = v <= level if decreasing else v >= level
@@ -110,41 +164,78 @@ def record_steps(n_steps: int, n_records: int) -> np.ndarray:
 CHECK_EVERY = 1000  # steps between checks that the loss is finite (each check synchronizes a GPU)
 
 
-def train(model, x, y, *, lr, t_max, optimizer="gd", n_records=100, track_ntk=True,
-          x_test=None, seed=None, observe=None, ntk_method="auto", progress=None, device=None,
-          keep_kernels=True):
-    """Train ``model`` in place on (x, y) and record its trajectory.
+def train(model: nn.Module, x, y, *, lr: float, t_max: float, optimizer: str = "gd", n_records: int = 100,
+          track_ntk: bool = True, x_test=None, seed: int | None = None,
+          observe: dict[str, Callable[[nn.Module], object]] | None = None, ntk_method: str = "auto",
+          progress: bool | None = None, device: str | torch.device | None = None,
+          keep_kernels: bool = True) -> Trajectory:
+    """Train ``model`` in place on (x, y) and record its trajectory (paper, eqs. 1, 4 and 9).
+
+    Full-batch gradient descent on ``L = 1/(2P) sum_mu |f(x^mu) - y^mu|^2`` with training
+    time ``t = lr * step`` (gradient flow as lr -> 0), recording the loss, the predictions
+    and, with ``track_ntk``, the NTK K_t, its alignment A(K_t, y) and its norm on a log-spaced
+    time grid.
 
     Parameters
     ----------
-    model : network mapping (P, ...) inputs to (P,) or (P, C) outputs.
-    x : (P, ...) training inputs; y : (P,) or (P, C) targets matching the model's output.
-    lr : learning rate; t_max : training time, so ``round(t_max / lr)`` steps.
-    optimizer : ``"gd"`` (full-batch gradient descent, the paper's gradient
-        flow) or ``"adam"`` (full-batch Adam with step size lr, as in the
-        paper's CIFAR-10 and Wide-ResNet runs; the tracked kernel stays the plain NTK).
-    n_records : about how many log-spaced records to keep (plus t = 0).
-    track_ntk : compute K_t on the training set at every record (alignment,
-        kernel norm, snapshots). The initial and final NTKs are computed either way
-        (unless ``keep_kernels=False``).
-    keep_kernels : keep kernels on the Trajectory (on the host): K_0, K_inf, the test
-        cross-kernels and, with ``track_ntk``, every K_t in ``kernels``. False keeps none of
-        them, only the tracked alignment and kernel norm, for kernels too large to keep
-        (e.g. P = 2000 with 10 outputs: 3.2 GB each in float64).
-    x_test : optional (Q, ...) inputs whose predictions are recorded and whose
-        cross-kernels with the training set are returned.
-    seed : if given, ``torch.manual_seed(seed)`` before training (only matters
-        for randomized models; gradient descent itself is deterministic).
-    observe : optional {name: callable(model) -> number or array}, evaluated at every record.
-    ntk_method : passed to :func:`silentlib.ntk`.
-    progress : show a tqdm bar; default: when there are more than 20,000 steps.
-    device : where to train; default :func:`silentlib.device` (``SILENT_DEVICE``, else
-        CUDA when available). The model is moved there for the run and handed back on
-        its own device, trained; the recorded arrays are on the host.
+    model : torch.nn.Module
+        Network mapping (P, ...) inputs to (P,) or (P, C) outputs, e.g. a
+        :class:`~silentlib.models.MLP`. Trained in place.
+    x : array_like or torch.Tensor
+        (P, ...) training inputs.
+    y : array_like or torch.Tensor
+        (P,) or (P, C) targets, the shape of the model's output on ``x``.
+    lr : float
+        Learning rate (> 0).
+    t_max : float
+        Training time (> 0): ``round(t_max / lr)`` steps.
+    optimizer : str
+        ``"gd"`` (full-batch gradient descent, the paper's gradient flow) or ``"adam"``
+        (full-batch Adam with step size lr, as in the paper's CIFAR-10 and Wide-ResNet
+        runs; the tracked kernel stays the plain NTK).
+    n_records : int
+        About how many log-spaced records to keep (plus t = 0).
+    track_ntk : bool
+        Compute K_t on the training set at every record (alignment, kernel norm,
+        snapshots). The initial and final NTKs are computed either way (unless
+        ``keep_kernels=False``).
+    x_test : array_like or torch.Tensor, optional
+        (Q, ...) inputs whose predictions are recorded and whose cross-kernels with the
+        training set are returned.
+    seed : int, optional
+        If given, ``torch.manual_seed(seed)`` before training (only matters for
+        randomized models; gradient descent itself is deterministic).
+    observe : dict, optional
+        ``{name: callable(model) -> number or array}``, evaluated at every record
+        (:attr:`Trajectory.observables`).
+    ntk_method : str
+        Passed to :func:`silentlib.ntk.ntk` as ``method``.
+    progress : bool, optional
+        Show a tqdm bar; default: when there are more than 20,000 steps.
+    device : str or torch.device, optional
+        Where to train; default :func:`silentlib.config.device` (``SILENT_DEVICE``, else
+        CUDA when available). The model is moved there for the run and handed back on its
+        own device, trained; the recorded arrays are on the host.
+    keep_kernels : bool
+        Keep kernels on the Trajectory (on the host): K_0, K_inf, the test cross-kernels
+        and, with ``track_ntk``, every K_t in ``kernels``. False keeps none of them, only
+        the tracked alignment and kernel norm, for kernels too large to keep (e.g.
+        P = 2000 with 10 outputs: 3.2 GB each in float64).
 
-    Returns a :class:`Trajectory`. Raises ``FloatingPointError`` naming the step
-    if the loss becomes non-finite (checked at every record and every 1000 steps), and
-    ``ValueError`` before training if the tracked kernels would not fit in host memory.
+    Returns
+    -------
+    Trajectory
+        Everything recorded, as numpy arrays.
+
+    Raises
+    ------
+    ValueError
+        Before training: for an unknown optimizer, a non-positive or non-finite lr or
+        t_max, a model without trainable parameters, inputs and targets whose shapes do not
+        match the model, or tracked kernels that would not fit in host memory.
+    FloatingPointError
+        Naming the step, when the loss becomes non-finite (checked at every record and every
+        1000 steps): use a smaller learning rate.
     """
     if optimizer not in ("gd", "adam"):
         raise ValueError(f"optimizer must be 'gd' or 'adam', got {optimizer!r}")

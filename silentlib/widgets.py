@@ -1,4 +1,4 @@
-"""Sliders over the book's plotting functions (ipywidgets), safe when run headless.
+"""Sliders over the book's plotting functions (ipywidgets), safe when run headless. ::
 
     >>> from silentlib.widgets import slider
     >>> def show(s=1.0, sigma=0.1, depth=2):
@@ -91,10 +91,12 @@ def slider(plot_fn, **ranges):
 
     Parameters
     ----------
-    plot_fn : callable taking the keyword arguments named in ``ranges`` and
+    plot_fn
+        Callable taking the keyword arguments named in ``ranges`` and
         drawing a figure (e.g. a chapter's plotting function, which the chapter
         also calls directly for its static figure).
-    **ranges : ``name=spec``, see the module docstring.
+    **ranges
+        ``name=spec``, see the module docstring.
 
     Returns the ``interactive`` widget (display it, or leave it as the cell's
     last expression), or None when ipywidgets is not installed or ``SILENT_STATIC``
