@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.layout_engine
+import matplotlib.ticker
 import numpy as np
 from cycler import cycler
 
@@ -46,15 +48,20 @@ COLORS = {
 _CYCLE = [COLORS[k] for k in ("loss", "kernel_norm", "alignment", "red", "purple",
                               "brown", "pink", "grey", "olive", "cyan")]
 
+#: Figures are at most FIGURE_MAX_WIDTH inches wide: the book's text column is 672 px, so a figure W inches
+#: wide shows F-point text at 9.33 F / W px, and every font below (>= 9 pt) stays at >= 9 px there.
+FIGURE_MAX_WIDTH = 9.0
+
 STYLE = {
     "figure.figsize": (6.4, 4.0),
-    "figure.dpi": 100,
+    "figure.dpi": 150,
     "savefig.dpi": 150,
     "savefig.bbox": "tight",
     "font.size": 11,
     "axes.titlesize": 12,
     "axes.labelsize": 11,
     "legend.fontsize": 9.5,
+    "legend.title_fontsize": 9.5,
     "xtick.labelsize": 10,
     "ytick.labelsize": 10,
     "lines.linewidth": 2.0,
@@ -110,7 +117,12 @@ def scale_note(fig, *, loc="lower right"):
     text = f"{label} ({_device_name()})" + (f", seed {seed()}" if seed() else "")
     x = 0.995 if "right" in loc else 0.005
     y = 0.005 if "lower" in loc else 0.995
-    return fig.text(x, y, text, fontsize=7, color="0.55",
+    engine = fig.get_layout_engine()
+    if isinstance(engine, matplotlib.layout_engine.ConstrainedLayoutEngine):
+        # keep a strip of 0.22 inch free for the note, so that no axis label runs into it
+        strip = 0.22 / fig.get_figheight()
+        engine.set(rect=(0, strip, 1, 1 - strip) if "lower" in loc else (0, 0, 1, 1 - strip))
+    return fig.text(x, y, text, fontsize=9, color="0.55",
                     ha="right" if "right" in loc else "left",
                     va="bottom" if "lower" in loc else "top")
 
@@ -419,7 +431,7 @@ def plot_modes(ax, t, strengths, singular_values, *, theory_t=None, theory=None,
     else:
         ax.set_xlabel("training time $t$")
     ax.set_ylabel(r"mode strength / $s_\alpha$")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -444,7 +456,7 @@ def plot_theory_modes(ax, singular_values, u0sq, *, t_max=None, n=400):
     ax.set_xlabel("training time $t$")
     ax.set_ylabel(r"$u_\alpha(t)^2 / s_\alpha$")
     ax.set_ylim(-0.03, 1.03)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -467,7 +479,7 @@ def plot_alignment_matrix(ax, A, *, labels=None, title=None, vmin=None, vmax=Non
     mid = np.nanmean(A) if vmin is None or vmax is None else 0.5 * (vmin + vmax)
     for i in range(C):
         for j in range(C):
-            ax.text(j, i, f"{A[i, j]:.2f}", ha="center", va="center", fontsize=8,
+            ax.text(j, i, f"{A[i, j]:.2f}", ha="center", va="center", fontsize=9,
                     color="black" if A[i, j] > mid else "white")
     if title:
         ax.set_title(title)
@@ -562,8 +574,9 @@ def plot_deep_scale(ax, s, L, c0, *, t_max=None, color=None, label=None, n=400, 
 def plot_half_loss_times(ax, sigma2, depths, *, s=1.0, colors=None):
     """Half-loss times of the scale ODE against sigma^2 (log-log), one curve per depth.
 
-    Solid: :func:`silentlib.theory.half_loss_time` with c0 = sigma^L (per-layer scale u0 = sigma);
-    dashed: :func:`silentlib.theory.half_loss_time_asymptotic` (the sigma^{-L+2} law for L >= 3,
+    Lines: :func:`silentlib.theory.half_loss_time` with c0 = sigma^L (per-layer scale u0 = sigma);
+    open circles (every other sigma^2, so the lines stay visible where both agree):
+    :func:`silentlib.theory.half_loss_time_asymptotic` (the sigma^{-L+2} law for L >= 3,
     the log(1/sigma^2) law for L = 2). Returns {L: (exact, asymptotic)} arrays over ``sigma2``.
     """
     from . import theory
@@ -575,14 +588,15 @@ def plot_half_loss_times(ax, sigma2, depths, *, s=1.0, colors=None):
         exact = np.array([theory.half_loss_time(s, L, u ** L) for u in u0])
         asym = np.array([theory.half_loss_time_asymptotic(s, L, u) for u in u0])
         col = colors[i % len(colors)]
-        ax.plot(sigma2, exact, color=col, marker="o", markersize=3, label=f"$L = {L}$")
-        ax.plot(sigma2, asym, color=col, linestyle="--", linewidth=1.2)
+        ax.plot(sigma2, exact, color=col, label=f"$L = {L}$")
+        ax.plot(sigma2[::2], asym[::2], color=col, linestyle="none", marker="o", markersize=6,
+                markerfacecolor="none", markeredgewidth=1.2)
         out[L] = (exact, asym)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"initial variance $\sigma^2$")
     ax.set_ylabel(r"half-loss time $t_{1/2}$")
-    ax.legend(title="ODE (solid), asymptotic (dashed)")
+    ax.legend(title="ODE (lines), asymptotic law (circles)")
     return out
 
 
@@ -610,6 +624,10 @@ def plot_time_power_law(ax, sigma, series, *, theory_slope=None):
                 linestyle=":", label=f"slope {theory_slope:g} (theory)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # sigma often spans less than a decade: label 1, 2, 5 x 10^k plainly, and no minor labels (they collide)
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(r"initial scale $\sigma$")
     ax.set_ylabel("time")
     ax.legend()
@@ -753,7 +771,7 @@ def plot_whitening_sweep(axes, runs, *, cmap="viridis"):
     axes[5].plot(g, e0, "o-", color=COLORS["red"], label=r"$K_0$ regression")
     axes[5].plot(g, ei, "s-", color=COLORS["alignment"], label=r"$K_\infty$ regression")
     axes[5].set_yscale("log")
-    axes[5].set_xlabel(r"whitening exponent $\gamma$ (0 = whitened, 1 = raw)")
+    axes[5].set_xlabel(r"whitening exponent $\gamma$")
     axes[5].set_ylabel(r"$|f_K - f_{NN}| / |f_{NN}|$ on test points")
     axes[5].set_title("(f) kernel regression vs network")
     axes[5].legend()

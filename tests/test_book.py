@@ -12,15 +12,22 @@ PAGES = CHAPTERS + [ROOT / "index.md", ROOT / "further_reading.md"]
 
 
 def cell_option_blocks(text):
-    """(line number, YAML text) of the ':key: value' option block of every code cell."""
+    """(line number, YAML text) of the option block of every code cell: ':key: value' lines, or a
+    YAML block between '---' lines (the form jupytext writes for multi-line options)."""
     lines = text.split("\n")
     for i, line in enumerate(lines):
         if line.startswith("```{code-cell}"):
-            opts = []
-            for nxt in lines[i + 1:]:
-                if not nxt.startswith(":"):
-                    break
-                opts.append(nxt[1:])
+            opts, rest = [], lines[i + 1:]
+            if rest and rest[0] == "---":
+                for nxt in rest[1:]:
+                    if nxt == "---":
+                        break
+                    opts.append(nxt)
+            else:
+                for nxt in rest:
+                    if not nxt.startswith(":"):
+                        break
+                    opts.append(nxt[1:])
             if opts:
                 yield i + 1, "\n".join(opts)
 
@@ -61,7 +68,7 @@ def test_references_resolve():
     equations = set()
     for text in texts.values():
         labels |= set(re.findall(r"^\(([\w-]+)\)=", text, re.M))
-        labels |= set(re.findall(r"^:\s*name: ([\w-]+)", text, re.M))
+        labels |= set(re.findall(r"^:?\s*name: ([\w-]+)", text, re.M))
         equations |= set(re.findall(r"^\$\$ \(([\w-]+)\)", text, re.M))
     bib = set(re.findall(r"@\w+\{([\w-]+),", (ROOT / "references.bib").read_text()))
     problems = []
@@ -158,3 +165,20 @@ def test_seed_literal_scan_flags_literal_seeds():
     assert SEED_LITERAL.search("rng = np.random.default_rng(0)")
     assert not SEED_LITERAL.search("linear_teacher(P, D, seed=SEED + 1)")
     assert not SEED_LITERAL.search("torch.manual_seed(SEED)")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_figures_fit_the_column_and_code_lines_are_short(chapter):
+    """At most FIGURE_MAX_WIDTH inches wide (text >= 9 px in the 672 px column); shown code lines of at
+    most 80 characters (they fit the column without a scroll bar)."""
+    from silentlib.plotting import FIGURE_MAX_WIDTH, STYLE
+    code = code_of(chapter)
+    widths = [float(w) for w in re.findall(r"figsize=\(\s*([\d.]+)\s*,", code)]
+    assert all(w <= FIGURE_MAX_WIDTH for w in widths), f"{chapter.name}: figure widths {widths}"
+    for cell in jupytext.read(chapter).cells:
+        if cell.cell_type == "code" and "remove-cell" not in cell.metadata.get("tags", []):
+            long = [line for line in cell.source.split("\n") if len(line) > 80]
+            assert not long, f"{chapter.name}: shown code lines over 80 characters: {long}"
+    sizes = [v for k, v in STYLE.items() if k == "font.size" or k.endswith(("fontsize", "labelsize", "titlesize"))]
+    assert min(sizes) >= 9 and STYLE["figure.dpi"] >= 150, (sizes, STYLE["figure.dpi"])
+    assert not re.search(r"fontsize=[0-8]\b", code), f"{chapter.name}: a font below 9 pt"
