@@ -182,3 +182,49 @@ def test_figures_fit_the_column_and_code_lines_are_short(chapter):
     sizes = [v for k, v in STYLE.items() if k == "font.size" or k.endswith(("fontsize", "labelsize", "titlesize"))]
     assert min(sizes) >= 9 and STYLE["figure.dpi"] >= 150, (sizes, STYLE["figure.dpi"])
     assert not re.search(r"fontsize=[0-8]\b", code), f"{chapter.name}: a font below 9 pt"
+
+
+def _defined_and_used(source):
+    """(names a cell defines, names it reads), from its syntax tree."""
+    import ast
+    defined, used = set(), set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Name):
+            (defined if isinstance(node.ctx, ast.Store) else used).add(node.id)
+        elif isinstance(node, ast.arg):
+            defined.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            defined.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return defined, used
+
+
+def removed_dependencies(notebook):
+    """(cell index, name) for every name a shown code cell reads that only a removed cell (other than
+    the first, the setup cell) defines: a reader re-running the cells they see would hit a NameError."""
+    removed, shown, found = set(), set(), []
+    code = [(i, c) for i, c in enumerate(notebook.cells) if c.cell_type == "code"]
+    for k, (i, cell) in enumerate(code):
+        defined, used = _defined_and_used(cell.source)
+        if "remove-cell" in cell.metadata.get("tags", []):
+            if k > 0:
+                removed |= defined - shown
+        else:
+            found += [(i, n) for n in sorted(used & removed - shown - defined)]
+            shown |= defined
+    return found
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_no_shown_cell_depends_on_a_removed_one(chapter):
+    assert not removed_dependencies(jupytext.read(chapter)), removed_dependencies(jupytext.read(chapter))
+
+
+def test_removed_dependency_scan_flags_a_helper_hidden_from_the_reader():
+    nb = jupytext.reads("```{code-cell} ipython3\n:tags: [remove-cell]\nimport numpy as np\n```\n\n"
+                        "```{code-cell} ipython3\n:tags: [remove-cell]\ndef helper(x):\n    return x\n```\n\n"
+                        "```{code-cell} ipython3\nfor k in range(2):\n    helper(np.ones(k))\n```\n", fmt="md:myst")
+    assert removed_dependencies(nb) == [(2, "helper")]
