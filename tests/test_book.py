@@ -69,6 +69,7 @@ def test_references_resolve():
     for text in texts.values():
         labels |= set(re.findall(r"^\(([\w-]+)\)=", text, re.M))
         labels |= set(re.findall(r"^:?\s*name: ([\w-]+)", text, re.M))
+        labels |= set(re.findall(r"^:label: ([\w-]+)", text, re.M))
         equations |= set(re.findall(r"^\$\$ \(([\w-]+)\)", text, re.M))
     bib = set(re.findall(r"@\w+\{([\w-]+),", (ROOT / "references.bib").read_text()))
     problems = []
@@ -228,3 +229,15 @@ def test_removed_dependency_scan_flags_a_helper_hidden_from_the_reader():
                         "```{code-cell} ipython3\n:tags: [remove-cell]\ndef helper(x):\n    return x\n```\n\n"
                         "```{code-cell} ipython3\nfor k in range(2):\n    helper(np.ones(k))\n```\n", fmt="md:myst")
     assert removed_dependencies(nb) == [(2, "helper")]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_exercises_are_labelled_directives_with_solutions(chapter):
+    """One exercise format: sphinx-exercise's {exercise} with a label, each followed by its {solution}."""
+    text = chapter.read_text()
+    exercises = re.findall(r"^```\{exercise\}[^\n]*\n:label: ([\w-]+)", text, re.M)
+    solutions = re.findall(r"^```\{solution\} ([\w-]+)", text, re.M)
+    assert exercises, f"{chapter.name}: no labelled exercise"
+    assert exercises == solutions, f"{chapter.name}: exercises {exercises} vs solutions {solutions}"
+    assert not re.search(r"^\*\*Exercise|^```\{admonition\} Exercise|^```\{admonition\} Solution", text, re.M), \
+        f"{chapter.name}: an exercise or solution outside sphinx-exercise's directives"
