@@ -48,8 +48,8 @@ COLORS = {
 _CYCLE = [COLORS[k] for k in ("loss", "kernel_norm", "alignment", "red", "purple",
                               "brown", "pink", "grey", "olive", "cyan")]
 
-#: Figures are at most FIGURE_MAX_WIDTH inches wide: the book's text column is 672 px, so a figure W inches
-#: wide shows F-point text at 9.33 F / W px, and every font below (>= 9 pt) stays at >= 9 px there.
+#: The widest figure, in inches. The book's text column is 672 px, so a figure W inches wide shows
+#: F-point text at 9.33 F / W px, and every font below (9 pt or more) stays at 9 px or more there.
 FIGURE_MAX_WIDTH = 9.0
 
 STYLE = {
