@@ -241,3 +241,21 @@ def test_exercises_are_labelled_directives_with_solutions(chapter):
     assert exercises == solutions, f"{chapter.name}: exercises {exercises} vs solutions {solutions}"
     assert not re.search(r"^\*\*Exercise|^```\{admonition\} Exercise|^```\{admonition\} Solution", text, re.M), \
         f"{chapter.name}: an exercise or solution outside sphinx-exercise's directives"
+
+
+def test_checks_box_lists_the_hidden_assertions(tmp_path):
+    from silentlib.checks import checks_box, chapter_checks
+    (tmp_path / "99_demo.md").write_text(
+        "```{code-cell} ipython3\nx = 2\nassert x == 2, 'shown cells are not listed'\n```\n\n"
+        "```{code-cell} ipython3\n:tags: [remove-cell]\n# seeds 0-4: 1.9-2.1\n"
+        "assert abs(x - 2) < 0.5, f'x should be about 2, got {x}'\nassert x > 0\n```\n")
+    assert chapter_checks("99_demo", tmp_path) == ["x should be about 2 (seeds 0-4: 1.9-2.1)", "x > 0"]
+    assert "<li><code>x &gt; 0</code></li>" in checks_box("99_demo", tmp_path).data
+    with pytest.raises(ValueError, match="no chapter"):
+        chapter_checks("00_missing", tmp_path)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_every_chapter_ends_with_its_checks_box(chapter):
+    last = [c for c in jupytext.read(chapter).cells if c.cell_type == "code"][-1]
+    assert f'checks_box("{chapter.stem}")' in last.source and "remove-input" in last.metadata.get("tags", [])
