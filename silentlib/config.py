@@ -11,10 +11,14 @@
 * :func:`exact_matmul` -- a context in which float32 matrix products are never
   computed in TF32 (NVIDIA GPUs otherwise may use TF32, which keeps only 10
   mantissa bits and would spoil kernel comparisons at the 1e-3 level).
+* :func:`device_name`, :func:`free_memory` -- what the device is and how much room it has.
+* :func:`as_batch`, :func:`as_float64`, :func:`check_int` -- the library's checks of its inputs
+  (one each, shared by every module: tensors for training, float64 arrays for the analysis).
 """
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 
 import numpy as np
@@ -42,6 +46,12 @@ def device() -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"SILENT_DEVICE must be 'cpu' or a CUDA device, got {value!r}")
     return dev
+
+
+def device_name() -> str:
+    """The name of :func:`device`: the GPU's (e.g. "NVIDIA H100 80GB HBM3") or "CPU"."""
+    dev = device()
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
 
 
 def scale() -> str:
@@ -145,3 +155,32 @@ def as_batch(a, name, like: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(a).all():
         raise ValueError(f"{name} has non-finite entries")
     return a
+
+
+def as_float64(a, name: str, *, ndim: int | None = None, finite: bool = True) -> np.ndarray:
+    """``a`` (array, tensor or nested list) as a float64 numpy array on the host.
+
+    Raises ``ValueError`` that names ``name`` when ``a`` is empty, when ``ndim`` is given and
+    ``a`` has another number of dimensions, or, with ``finite``, when an entry is NaN or infinite
+    (plots pass ``finite=False``: a curve may hold an ``inf`` "never crossed" time).
+    """
+    if torch.is_tensor(a):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError(f"{name} is empty")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {a.shape}")
+    if finite and not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} has non-finite entries")
+    return a
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int, or ``ValueError`` naming ``name`` unless it is an integer >= ``minimum``.
+
+    Python and numpy integers are accepted; bools, floats (even 3.0) and strings are not.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

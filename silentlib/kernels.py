@@ -1,7 +1,7 @@
-"""Linear algebra on kernels: alignment and kernel regression.
+"""Linear algebra on kernels: alignment, kernel regression, the kernel's top direction.
 
 Kernels follow :func:`silentlib.ntk.ntk`'s shapes: (P1, P2) for a scalar output,
-(P1, P2, C, C) for C outputs. Both functions accept numpy arrays or tensors and
+(P1, P2, C, C) for C outputs. The functions accept numpy arrays or tensors and
 return numpy (alignment: a float, computed on a tensor's own device).
 """
 from __future__ import annotations
@@ -10,16 +10,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-
-def _np(a, name):
-    if hasattr(a, "detach"):
-        a = a.detach().cpu().numpy()
-    a = np.asarray(a, dtype=np.float64)
-    if a.size == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} has non-finite entries")
-    return a
+from .config import as_float64 as _np  # the library's one array check (float64, non-empty, finite)
 
 
 def _check_shapes(K_shape, y_shape, what):
@@ -171,3 +162,32 @@ def cosine_similarity(A, B) -> float:
     if den == 0:
         raise ValueError("cosine_similarity is undefined for a zero array")
     return float(np.sum(A * B) / den)
+
+
+def top_direction_angles(W, a, directions):
+    """Angles (degrees, in [0, 90]) between the top eigenvector of ``M = W^T W + |a|^2 I`` and given directions.
+
+    W : (n, N, D) first-layer weights at n records (or one (N, D) matrix); a : (n, N) (or (N,))
+    read-out weights. For the two-layer linear network K(x, x') = x^T M x' (eq. 5 of the paper),
+    so the top eigenvector of M is the kernel's top eigenvector in input space, and it is also
+    the top right-singular vector of W. directions : {label: (D,) vector}.
+    Returns {label: (n,) angles}; the sign of an eigenvector is irrelevant (``|cos|`` is used).
+    """
+    W, a = np.asarray(W, dtype=np.float64), np.asarray(a, dtype=np.float64)
+    single = W.ndim == 2
+    if single:
+        W, a = W[None], a[None]
+    if W.ndim != 3 or a.shape != W.shape[:2]:
+        raise ValueError(f"expected W (n, N, D) and a (n, N), got {W.shape} and {a.shape}")
+    D = W.shape[2]
+    M = np.einsum("tnd,tne->tde", W, W) + np.sum(a ** 2, axis=1)[:, None, None] * np.eye(D)
+    top = np.linalg.eigh(M)[1][:, :, -1]
+    out = {}
+    for label, v in directions.items():
+        v = _np(v, label)
+        if v.shape != (D,):
+            raise ValueError(f"direction {label!r} must have {D} entries, got {v.shape}")
+        c = np.clip(np.abs(top @ (v / np.linalg.norm(v))), 0.0, 1.0)
+        ang = np.degrees(np.arccos(c))
+        out[label] = ang[0] if single else ang
+    return out

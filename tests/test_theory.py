@@ -98,7 +98,7 @@ def test_two_layer_q0_formula():
     torch.manual_seed(0)
     beta = torch.zeros(D)
     beta[0] = 1.0
-    qs = [th.two_layer_qr0(sl.MLP(D, N, 2, sigma=0.1), beta) for _ in range(400)]
+    qs = [th.two_layer_qr_of(sl.MLP(D, N, 2, sigma=0.1), beta) for _ in range(400)]
     q_mean, r_mean = np.mean(qs, axis=0)
     assert q_mean == pytest.approx(th.two_layer_q0(0.1, N, D), rel=0.06)
     assert abs(r_mean) < 0.06 * q_mean
@@ -260,8 +260,8 @@ def test_silent_schedule_gives_the_final_kernel_predictor_as_sigma_to_0():
     lambda: th.silent_schedule(np.eye(2), np.eye(3), 0.1, 2, 1.0),
     lambda: th.silent_schedule(np.eye(2), np.eye(2), 0.1, 2, 0.0),
     lambda: th.gradient_flow_kernel_solution(lambda t: np.eye(2), None, np.ones(2), np.zeros(2), None, [0.0]),
-    lambda: th.two_layer_qr0(sl.MLP(3, 4, 3), np.array([1.0, 0, 0])),
-    lambda: th.two_layer_qr0(sl.MLP(3, 4, 2), np.array([1.0, 1.0, 0])),
+    lambda: th.two_layer_qr_of(sl.MLP(3, 4, 3), np.array([1.0, 0, 0])),
+    lambda: th.two_layer_qr_of(sl.MLP(3, 4, 2), np.array([1.0, 1.0, 0])),
 ])
 def test_bad_inputs_raise(call):
     with pytest.raises(ValueError):
@@ -281,9 +281,9 @@ def teacher():
 def two_layer_run(teacher):
     torch.manual_seed(0)
     model = sl.MLP(D, N, 2, sigma=0.01)
-    q0, r0 = th.two_layer_qr0(model, teacher.beta)
+    q0, r0 = th.two_layer_qr_of(model, teacher.beta)
     t2 = th.phase_times(S, (q0 + r0) / 2)[1]
-    observe = {"q": lambda m: th.two_layer_qr0(m, teacher.beta)[0], "r": lambda m: th.two_layer_qr0(m, teacher.beta)[1]}
+    observe = {"q": lambda m: th.two_layer_qr_of(m, teacher.beta)[0], "r": lambda m: th.two_layer_qr_of(m, teacher.beta)[1]}
     tr = sl.train(model, teacher.x, teacher.y, lr=0.005, t_max=2 * t2 + 3, n_records=120, observe=observe)
     return tr, q0, r0
 
@@ -381,7 +381,7 @@ def test_mode_times_match_multi_output_training():
     np.testing.assert_allclose(s, [3.0, 2.0, 1.0])
     torch.manual_seed(0)
     model = sl.MLP(D, N, 2, out_dim=C, sigma=0.01)
-    q0, r0 = th.two_layer_mode_qr0(model, Z, V)
+    q0, r0 = th.two_layer_mode_qr_of(model, Z, V)
     t_theory = th.mode_times(s, (q0 + r0) / 2)
     tr = sl.train(model, T.x, T.y, lr=0.005, t_max=1.5 * t_theory.max(), track_ntk=False, n_records=400)
     B = np.einsum("npc,pd->ncd", tr.predictions, T.x.numpy()) / P          # A W at every record
