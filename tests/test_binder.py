@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,3 +81,17 @@ def test_launch_buttons_name_files_that_exist():
                          r"\?urlpath=lab/tree/(.+)", url)
         assert m, f"{page}: unexpected launch URL {url}"
         assert (ROOT / m.group(1)).is_file(), f"{page}: the launch button opens {m.group(1)}, which does not exist"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12: the chapters' remove-cell cells do not yet carry "
+                   "`:jupyter: {source_hidden: true}`; remove this marker when they do")
+def test_hidden_check_cells_collapsed_in_jupyterlab():
+    """The book removes its check cells from the HTML; in JupyterLab (Binder) they start collapsed."""
+    import jupytext
+    open_cells = []
+    for md in sorted((ROOT / "chapters").glob("*.md")):
+        for i, cell in enumerate(jupytext.read(md).cells):
+            if "remove-cell" in cell.metadata.get("tags", []) and \
+                    cell.metadata.get("jupyter", {}).get("source_hidden") is not True:
+                open_cells.append(f"{md.name} cell {i}")
+    assert not open_cells, f"remove-cell cells without jupyter.source_hidden: {open_cells}"
