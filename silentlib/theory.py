@@ -384,7 +384,7 @@ def deep_linear_scale(t, s, L, c0):
     c = s - (s - c0) e^{-t}; L >= 3 is integrated with ``solve_ivp`` (DOP853, rtol 1e-10) in
     log c, which handles the long plateau c ~ c0 and the sharp rise (the plateau lasts
     about c0^{-(1-2/L)} / ((L-2) s), see :func:`half_loss_time_asymptotic`), until
-    |s - c| < 1e-9 s; from there on c follows the linear relaxation s - c ~ e^{-L s^{2-2/L} t}.
+    abs(s - c) < 1e-9 s; from there on c follows the linear relaxation s - c ~ e^{-L s^{2-2/L} t}.
     ``t`` any shape (>= 0, any order); s > 0; c0 > 0. Returns c of t's shape.
     """
     t = _times(t)
@@ -406,7 +406,7 @@ def deep_linear_scale(t, s, L, c0):
             c = np.exp(y)
             return L * np.exp(a * y) * (s - c)
 
-        # Once |s - c| < 1e-9 s the rest is the linear relaxation s - c ~ e^{-L s^{2-2/L} t}
+        # Once abs(s - c) < 1e-9 s the rest is the linear relaxation s - c ~ e^{-L s^{2-2/L} t}
         # (relative error ~1e-9): integrating that tail explicitly would take ~L s t steps (stiff),
         # minutes for the long plateaus of small c0 (e.g. L = 4, c0 = 1e-12).
         def near(_, y):

@@ -21,7 +21,7 @@ with the default values and never waits for user input.
 is set (as it is wherever the book runs chapters headless: the book build, nbval,
 ``python -m silentlib figures``), :func:`slider` builds no ipywidgets (nbclient can stall
 on the comm messages of a widget with no front end to answer them, jupyter/nbclient#312).
-It returns a :class:`StaticSlider` instead: an :class:`IPython.display.HTML` output with one
+It returns a :class:`StaticSlider` instead: an ``IPython.display.HTML`` output with one
 ``<input type="range">`` per range and ``plot_fn`` drawn in advance at every point of the
 sliders' grid, each frame a PNG embedded in the page, and a few lines of plain JavaScript
 (:data:`SLIDER_JS`, no library) that show the frame of the sliders' position. The page needs
@@ -54,7 +54,7 @@ import numbers
 import os
 import uuid
 
-__all__ = ["slider", "defaults", "grid", "StaticSlider", "SLIDER_JS", "MAX_FRAMES", "FRAME_DPI"]
+__all__ = ["slider", "defaults", "grid", "StaticSlider", "SLIDER_JS", "MAX_FRAMES", "FRAME_DPI", "LOG_POSITIONS"]
 
 #: Most frames one headless slider draws (the product of its grids' sizes); ``SILENT_SLIDER_FRAMES`` overrides.
 MAX_FRAMES = 40
@@ -224,9 +224,9 @@ def _small_png(png):
     return buf.getvalue()
 
 
-#: The page's side of a headless slider: binds every ``[data-silent-slider]`` element once and,
-#: on input, shows the frame of the sliders' positions. Inlined after each slider and also
-#: served by the book as ``_static/silent-slider.js``.
+#: The JavaScript of a headless slider, which binds every ``[data-silent-slider]`` element once and,
+#: on input, shows the frame of the sliders' positions (inlined after each slider, and also
+#: served by the book as ``_static/silent-slider.js``).
 SLIDER_JS = """\
 (function () {
   function bind(root) {

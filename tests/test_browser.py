@@ -23,6 +23,7 @@ It needs the built book: README command 1 (``jupyter-book build . -W -n --keep-g
 (``apt-get install -y chromium``; ``SILENT_CHROMIUM`` names another binary) or playwright (in
 requirements.txt), it is skipped, and says why; in CI (``CI=true``) either missing is a failure.
 """
+import fnmatch
 import functools
 import http.server
 import json
@@ -57,8 +58,10 @@ def chromium_path():
 
 
 def pages():
+    """Every page of the built book (``SILENT_BROWSER_PAGES``, a glob such as ``chapters/0*``, picks some)."""
+    pick = os.environ.get("SILENT_BROWSER_PAGES", "*")
     return sorted(p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
-                  if not p.relative_to(HTML).parts[0].startswith("_"))
+                  if not p.relative_to(HTML).parts[0].startswith("_") and fnmatch.fnmatch(p.relative_to(HTML).as_posix(), pick))
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -185,8 +188,10 @@ def results(server):
             r["sliders"] = page.evaluate(MOVE_SLIDERS)
             shot = SHOTS / (name.replace("/", "__").removesuffix(".html") + ".png")
             page.screenshot(path=str(shot), full_page=True)
+            # the phone: no transitions, so that the closed sidebars are already off-canvas when measured
+            page.add_style_tag(content="*, *::before, *::after { transition: none !important; animation: none !important; }")
             page.set_viewport_size({"width": NARROW, "height": 844})
-            page.wait_for_timeout(100)   # let the theme's layout settle at the new width
+            page.wait_for_timeout(50)
             r["narrow"] = page.evaluate(NARROW_CHECK, [NARROW, SCROLL_BOXES])
             page.screenshot(path=str(shot.with_name(shot.stem + f"-{NARROW}.png")), full_page=True)
             r["errors"], r["outside"] = list(errors), sorted(set(outside))
@@ -201,6 +206,8 @@ def results(server):
 
 
 def test_every_page_checked(results):
+    if os.environ.get("SILENT_BROWSER_PAGES"):
+        pytest.skip("SILENT_BROWSER_PAGES picks some pages")
     assert set(results) == set(pages()) and "index.html" in results
     chapters = [n for n in results if n.startswith("chapters/")]
     assert len(chapters) == len(list((ROOT / "chapters").glob("*.md")))
@@ -221,7 +228,8 @@ def test_every_formula_typeset(results):
            if r["untypeset"] or r["merror"] or r["raw"]}
     assert not bad, f"math not typeset by MathJax: {bad}"
     assert all(r["mathjax"] for r in results.values() if r["math"]), "a page with math did not load MathJax"
-    assert sum(r["formulas"] for r in results.values()) > 100
+    if not os.environ.get("SILENT_BROWSER_PAGES"):
+        assert sum(r["formulas"] for r in results.values()) > 100
 
 
 def test_every_image_loaded(results):
@@ -231,7 +239,8 @@ def test_every_image_loaded(results):
 
 def test_every_slider_moves(results):
     sliding = {n for n, r in results.items() if r["sliders"]}
-    expected = {f"chapters/{p.stem}.html" for p in (ROOT / "chapters").glob("*.md") if "slider(" in p.read_text()}
+    expected = {f"chapters/{p.stem}.html" for p in (ROOT / "chapters").glob("*.md")
+                if "slider(" in p.read_text() and f"chapters/{p.stem}.html" in results}
     assert sliding == expected, f"pages with HTML sliders {sorted(sliding)}, chapters calling slider() {sorted(expected)}"
     stuck = {n: [s for s in r["sliders"] if not s["moved"]] for n, r in results.items()}
     stuck = {n: s for n, s in stuck.items() if s}
