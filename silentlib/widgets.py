@@ -53,7 +53,6 @@ import json
 import math
 import numbers
 import os
-import uuid
 
 __all__ = ["slider", "defaults", "grid", "StaticSlider", "SLIDER_JS", "MAX_FRAMES", "FRAME_DPI", "LOG_POSITIONS"]
 
@@ -301,7 +300,6 @@ class StaticSlider(_HTML):
         super().__init__(self._html(moving, shape, default_pos, n_fig, getattr(plot_fn, "__name__", "plot")))
 
     def _html(self, moving, shape, default_pos, n_fig, name):
-        uid = uuid.uuid4().hex[:8]
         b64 = [[base64.b64encode(p).decode("ascii") for p in f] for f in self.frames]
         data = {"names": moving, "shape": shape,
                 "labels": [[_label(v) for v in self.grid[k]] for k in moving], "frames": b64}
@@ -317,7 +315,7 @@ class StaticSlider(_HTML):
             f'<img data-silent-figure="{m}" alt="{html.escape(name)}: figure {m + 1} at the sliders\' position" '
             f'src="data:image/png;base64,{first[m] if m < len(first) else ""}">' for m in range(n_fig))
         payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-        return (f'<div class="silent-slider" id="silent-slider-{uid}" data-silent-slider="{len(self.frames)}">'
+        return (f'<div class="silent-slider" data-silent-slider="{len(self.frames)}">'
                 f'<div class="silent-slider-controls">{"".join(controls)}</div>'
                 f'<div class="silent-slider-figures">{images}</div>'
                 f'<script type="application/json" class="silent-slider-frames">{payload}</script>'

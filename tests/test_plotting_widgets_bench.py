@@ -112,6 +112,7 @@ def test_slider_without_ipywidgets(monkeypatch):
 def test_slider_static_when_headless(monkeypatch):
     """Headless: no ipywidgets, an HTML slider over frames drawn on the grid, the default first."""
     monkeypatch.setenv("SILENT_STATIC", "1")
+    monkeypatch.delenv("SILENT_SLIDER_FRAMES", raising=False)   # the default budget (conftest lowers it)
     monkeypatch.setitem(sys.modules, "ipywidgets", None)    # must not be needed (nor built) headless
     calls = []
 
@@ -136,8 +137,10 @@ def test_slider_static_when_headless(monkeypatch):
     assert plt.get_fignums() == []                                    # every frame's figure closed
 
 
-def test_slider_grid_bounded():
+def test_slider_grid_bounded(monkeypatch):
     """Grids keep every step while they fit, else are coarsened to at most max_frames, defaults kept."""
+    monkeypatch.delenv("SILENT_SLIDER_FRAMES", raising=False)
+    assert widgets.MAX_FRAMES == 40
     assert widgets.grid(t=(0.0, 5.0, 0.25, 2.0))["t"] == [k * 0.25 for k in range(21)]
     g = widgets.grid(sigma=("log", 1e-6, 0.3, 1e-3), s=(0.25, 4.0, 0.25, 1.0), N=(1, 100, 1, 10),
                      D=(1, 100, 1, 25), extra=(), max_frames=40)
@@ -149,6 +152,8 @@ def test_slider_grid_bounded():
     g = widgets.grid(L=(2, 6, 1, 3), sigma2=("log", 1e-6, 1e-1, 1e-3), max_frames=40)
     assert g["L"] == [2, 3, 4, 5, 6] and len(g["sigma2"]) == 8 and 1e-3 in g["sigma2"]
     assert widgets.grid(sigma=[0.03, 0.1, 0.3, 1.0], depth=[2, 3]) == {"sigma": [0.03, 0.1, 0.3, 1.0], "depth": [2, 3]}
+    monkeypatch.setenv("SILENT_SLIDER_FRAMES", "6")
+    assert widgets.grid(t=(0.0, 5.0, 0.25, 2.0)) == {"t": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]}
     with pytest.raises(ValueError, match="max_frames"):
         widgets.grid(a=[1, 2], b=[1, 2], c=[1, 2], max_frames=4)
 
