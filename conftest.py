@@ -14,9 +14,11 @@ import nbformat
 from nbval.plugin import IPyNbFile
 
 ROOT = Path(__file__).parent
-# the chapters' kernels inherit this: sliders draw their default figure once instead of building a
-# widget that nobody answers (see silentlib.widgets)
+# the chapters' kernels inherit these: sliders build no widget that nobody answers, but their HTML
+# version (see silentlib.widgets), here with at most 16 frames each to keep the test run short (the
+# book's build draws up to 40; tests/test_browser.py moves those in a browser)
 os.environ.setdefault("SILENT_STATIC", "1")
+os.environ.setdefault("SILENT_SLIDER_FRAMES", "16")
 NB_DIR = ROOT / "_build" / "nbval"
 
 

@@ -369,7 +369,8 @@ def deep_linear_scale(t, s, L, c0):
     of the L balanced layers). L = 2 is eq. 8, c = s / (1 + (s/c0 - 1) e^{-2st}); L = 1 is
     c = s - (s - c0) e^{-t}; L >= 3 is integrated with ``solve_ivp`` (DOP853, rtol 1e-10) in
     log c, which handles the long plateau c ~ c0 and the sharp rise (the plateau lasts
-    about c0^{-(1-2/L)} / ((L-2) s), see :func:`half_loss_time_asymptotic`).
+    about c0^{-(1-2/L)} / ((L-2) s), see :func:`half_loss_time_asymptotic`), until
+    abs(s - c) < 1e-9 s; from there on c follows the linear relaxation s - c ~ e^{-L s^{2-2/L} t}.
     ``t`` any shape (>= 0, any order); s > 0; c0 > 0. Returns c of t's shape.
     """
     t = _times(t)
@@ -391,11 +392,26 @@ def deep_linear_scale(t, s, L, c0):
             c = np.exp(y)
             return L * np.exp(a * y) * (s - c)
 
+        # Once abs(s - c) < 1e-9 s the rest is the linear relaxation s - c ~ e^{-L s^{2-2/L} t}
+        # (relative error ~1e-9): integrating that tail explicitly would take ~L s t steps (stiff),
+        # minutes for the long plateaus of small c0 (e.g. L = 4, c0 = 1e-12).
+        def near(_, y):
+            return abs(s - math.exp(y[0])) - 1e-9 * s
+
+        near.terminal = True
         sol = scipy.integrate.solve_ivp(rhs, (0.0, ts[-1]), [math.log(c0)], method="DOP853",
-                                        t_eval=ts[pos], rtol=1e-10, atol=1e-12)
+                                        dense_output=True, events=near, rtol=1e-10, atol=1e-12)
         if not sol.success:
             raise RuntimeError(f"deep_linear_scale: integration failed: {sol.message}")
-        out[pos] = np.exp(sol.y[0])
+        tp = ts[pos]
+        t_end = sol.t[-1]
+        inside = tp <= t_end
+        res_pos = np.empty_like(tp)
+        res_pos[inside] = np.exp(sol.sol(tp[inside])[0])
+        if not inside.all():
+            gap = s - math.exp(sol.y[0][-1])
+            res_pos[~inside] = s - gap * np.exp(-L * s ** (2.0 - 2.0 / L) * (tp[~inside] - t_end))
+        out[pos] = res_pos
     res = np.empty_like(flat)
     res[order] = out
     return _out(res.reshape(t.shape))

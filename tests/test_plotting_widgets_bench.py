@@ -102,6 +102,7 @@ def test_slider_builds_widgets_and_draws_once(monkeypatch):
 
 
 def test_slider_without_ipywidgets(monkeypatch):
+    monkeypatch.delenv("SILENT_STATIC", raising=False)      # a live kernel without ipywidgets
     monkeypatch.setitem(sys.modules, "ipywidgets", None)   # import fails
     calls = []
     assert widgets.slider(lambda a, b: calls.append((a, b)), a=(0, 10, 1, 3), b=("log", 1e-2, 1.0, 0.5)) is None
@@ -109,11 +110,52 @@ def test_slider_without_ipywidgets(monkeypatch):
 
 
 def test_slider_static_when_headless(monkeypatch):
-    pytest.importorskip("ipywidgets")
+    """Headless: no ipywidgets, an HTML slider over frames drawn on the grid, the default first."""
     monkeypatch.setenv("SILENT_STATIC", "1")
+    monkeypatch.delenv("SILENT_SLIDER_FRAMES", raising=False)   # the default budget (conftest lowers it)
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)    # must not be needed (nor built) headless
     calls = []
-    assert widgets.slider(lambda a, b: calls.append((a, b)), a=(0, 10, 1, 3), b=["x", "y"]) is None
-    assert calls == [(3, "x")]
+
+    def draw(a, b):
+        calls.append((a, b))
+        fig, ax = plt.subplots(figsize=(2, 1.5))
+        ax.plot([0, 1], [0, a], linestyle="-" if b == "x" else ":")
+        ax.set_ylim(0, 10)
+        plt.show()                                          # as the chapters do: must not display
+
+    out = widgets.slider(draw, a=(0, 10, 1, 3), b=["x", "y"])
+    assert isinstance(out, widgets.StaticSlider)
+    assert out.grid == {"a": list(range(11)), "b": ["x", "y"]}
+    assert calls[0] == (3, "x") and sorted(calls) == sorted((a, b) for a in range(11) for b in "xy")
+    assert len(out.frames) == 22 and all(len(f) == 1 and f[0][:8] == b"\x89PNG\r\n\x1a\n" for f in out.frames)
+    assert out.frames[out.default] == out.frames[3 * 2 + 0]          # C order over (a, b)
+    assert len({f[0] for f in out.frames}) == 22                      # every grid point its own drawing
+    html = out._repr_html_()
+    assert html.count('<input type="range"') == 2 and 'max="10"' in html and 'value="3"' in html
+    assert 'data-silent-slider="22"' in html and "<script>" in html and widgets.SLIDER_JS in html
+    assert "ipywidgets" not in html and "require(" not in html       # no third-party JavaScript
+    assert plt.get_fignums() == []                                    # every frame's figure closed
+
+
+def test_slider_grid_bounded(monkeypatch):
+    """Grids keep every step while they fit, else are coarsened to at most max_frames, defaults kept."""
+    monkeypatch.delenv("SILENT_SLIDER_FRAMES", raising=False)
+    assert widgets.MAX_FRAMES == 40
+    assert widgets.grid(t=(0.0, 5.0, 0.25, 2.0))["t"] == [k * 0.25 for k in range(21)]
+    g = widgets.grid(sigma=("log", 1e-6, 0.3, 1e-3), s=(0.25, 4.0, 0.25, 1.0), N=(1, 100, 1, 10),
+                     D=(1, 100, 1, 25), extra=(), max_frames=40)
+    sizes = [len(v) for v in g.values()]
+    assert 30 <= np.prod(sizes) <= 40 and g["extra"] == [()] and max(sizes) - min(sizes[:4]) <= 1
+    for name, default in (("sigma", 1e-3), ("s", 1.0), ("N", 10), ("D", 25)):
+        assert default in g[name], (name, g[name])
+    assert g["sigma"][0] == 1e-6 and g["sigma"][-1] == pytest.approx(0.3) and g["s"][-1] == 4.0
+    g = widgets.grid(L=(2, 6, 1, 3), sigma2=("log", 1e-6, 1e-1, 1e-3), max_frames=40)
+    assert g["L"] == [2, 3, 4, 5, 6] and len(g["sigma2"]) == 8 and 1e-3 in g["sigma2"]
+    assert widgets.grid(sigma=[0.03, 0.1, 0.3, 1.0], depth=[2, 3]) == {"sigma": [0.03, 0.1, 0.3, 1.0], "depth": [2, 3]}
+    monkeypatch.setenv("SILENT_SLIDER_FRAMES", "6")
+    assert widgets.grid(t=(0.0, 5.0, 0.25, 2.0)) == {"t": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]}
+    with pytest.raises(ValueError, match="max_frames"):
+        widgets.grid(a=[1, 2], b=[1, 2], c=[1, 2], max_frames=4)
 
 
 def test_book_build_and_tests_run_sliders_static(monkeypatch):

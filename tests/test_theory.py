@@ -123,6 +123,17 @@ def test_deep_linear_scale_closed_forms():
     np.testing.assert_allclose(th.deep_linear_scale(tc, s, 4, c0), c, rtol=1e-7)
     # unsorted input keeps its order
     np.testing.assert_allclose(th.deep_linear_scale(tc[::-1], s, 4, c0), c[::-1], rtol=1e-7)
+    # the relaxation tail after c ~ s (where the integration stops) continues the solution smoothly
+    c_tail = _w_of_c_L4(np.array([s * (1 - 1e-7), s * (1 - 1e-11)]), s, c0)
+    np.testing.assert_allclose(s - th.deep_linear_scale(c_tail, s, 4, c0), [s * 1e-7, s * 1e-11], rtol=1e-4)
+
+
+def test_deep_linear_scale_long_plateaus():
+    """Tiny c0 at depth 4-6 (the chapter's slider corners): plateau, rise at t_half, then c = s."""
+    for L, c0 in ((4, 1e-12), (5, 1e-9), (6, 1e-9)):
+        t_half = th.half_loss_time(1.0, L, c0)
+        loss = th.deep_linear_loss(np.array([0.5 * t_half, t_half, 3 * t_half]), 1.0, L, c0)
+        assert loss[0] > 0.99 and abs(loss[1] - 0.5) < 1e-3 and loss[2] < 1e-12, (L, c0, loss)
 
 
 def test_half_loss_time():
