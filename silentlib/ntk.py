@@ -34,31 +34,149 @@ model's dtype (a ``.double()`` model gives float64 kernels) and never in TF32.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, jvp, vjp, vmap
+from torch.func import jacrev, jvp, vjp, vmap
+from torch.nn.modules import module as _module
+from torch.nn.utils import parametrize
 
 from . import config
 from .config import as_batch, exact_matmul
 
 METHODS = ("auto", "layerwise", "jacobian", "vp")
 
-ELEMENTWISE = (nn.Identity, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Softplus,
-               nn.LeakyReLU, nn.ELU, nn.Softsign, nn.Hardtanh, nn.Mish)
+# activation modules whose forward is elementwise: phi applied to each entry on its own
+ELEMENTWISE = (nn.Identity, nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Softplus,
+               nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.Softsign, nn.Hardtanh, nn.Mish,
+               nn.Hardsigmoid, nn.Hardswish, nn.Tanhshrink, nn.LogSigmoid)
+# modules that do not change a (P, N) batch: flattening the input, dropout in eval mode
+PASS_THROUGH = (nn.Flatten, nn.Dropout)
 
 USABLE = 0.9          # share of the free memory the kernel may take
 SYMMETRIC_BLOCKS = 4  # for K(x, x), split into at least this many row blocks (from 1024 inputs up)
 VP_CHUNK = 256        # basis vectors per vmapped NTK-vector product
 
 
-def is_layerwise_compatible(model: nn.Module) -> bool:
-    """True for an ``nn.Sequential`` of ``nn.Linear`` and elementwise activation modules."""
-    return (isinstance(model, nn.Sequential) and len(model) > 0
-            and any(isinstance(m, nn.Linear) for m in model)
-            and all(isinstance(m, (nn.Linear,) + ELEMENTWISE) for m in model))
+def is_layerwise_compatible(model: nn.Module, input_ndim: int = 2) -> bool:
+    """True when the layerwise formula is exact for ``model`` (see :func:`layerwise_refusal`)."""
+    return layerwise_refusal(model, input_ndim) is None
+
+
+def layerwise_refusal(model: nn.Module, input_ndim: int = 2) -> str | None:
+    """Why the layerwise formula would not be exact for ``model`` on inputs with ``input_ndim`` axes,
+    or None when it is.
+
+    It is exact for an ``nn.Sequential`` (nested ones included) or a silentlib ``MLP`` of
+    ``nn.Linear`` layers, elementwise activation modules (:data:`ELEMENTWISE`, in-place ones
+    included) and ``nn.Flatten`` / ``nn.Dropout`` in eval mode, where every ``nn.Linear`` sees a
+    (P, N) batch, and where nothing changes what these modules compute: no subclass with its own
+    ``forward``, no parametrization (``weight_norm``, ...), no hooks, and no module or parameter
+    used twice (the NTK of a shared weight has cross terms between its uses).
+    """
+    from .models import MLP  # models imports nothing from here; imported late to keep ntk standalone
+    if type(model).forward not in (nn.Sequential.forward, MLP.forward):
+        return (f"{type(model).__name__} is not an nn.Sequential (or silentlib MLP) with the stock "
+                "forward, so the order of its layers is unknown")
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks or _module._global_backward_hooks:
+        return "global module hooks are registered (nn.modules.module.register_module_forward_hook, ...)"
+    shared = _shared(model)
+    if shared:
+        return shared
+    layers, reason = _flat_layers(model, "model")
+    if reason:
+        return reason
+    if not any(kind == "linear" for kind, _, _ in layers):
+        return "the model has no nn.Linear layer"
+    ndim = input_ndim
+    for kind, name, m in layers:
+        if kind == "pass" and isinstance(m, nn.Flatten):
+            if m.end_dim != -1 or m.start_dim != 1:
+                return f"{name} is nn.Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}), not (1, -1)"
+            ndim = min(ndim, 2)
+        elif kind == "linear" and ndim != 2:
+            return (f"{name} (nn.Linear) is applied to inputs with {ndim} axes; the layerwise formula "
+                    "needs (P, N) batches (flatten the input first)")
+    return None
+
+
+def _shared(model):
+    """A reason when a module or a parameter of ``model`` appears more than once, else None."""
+    seen = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        if id(m) in seen:
+            return (f"{name} and {seen[id(m)]} are the same module (weights tied by reuse); the NTK "
+                    "of a shared weight has cross terms between its uses")
+        seen[id(m)] = name
+    seen = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            return f"parameters {seen[id(p)]} and {name} are the same tensor (tied weights)"
+        seen[id(p)] = name
+    return None
+
+
+def _flat_layers(container, prefix):
+    """The leaves of nested ``nn.Sequential`` s as (kind, name, module), kind one of
+    ``"linear"``, ``"act"``, ``"pass"``; or (None, reason) for a module the formula does not cover."""
+    out = []
+    for key, m in container._modules.items():
+        name = f"{prefix}[{key}]"
+        if m is None:
+            continue
+        if parametrize.is_parametrized(m):
+            return None, f"{name} ({type(m).__name__}) is parametrized ({', '.join(m.parametrizations)})"
+        hooks = [h for h in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+                 if getattr(m, h, None)]
+        if hooks:
+            return None, (f"{name} ({type(m).__name__}) has hooks ({', '.join(h.strip('_') for h in hooks)}), "
+                          "e.g. the old torch.nn.utils.weight_norm or spectral_norm")
+        if type(m).__call__ is not nn.Module.__call__:
+            return None, f"{name} ({type(m).__name__}) overrides __call__"
+        kind = _kind(m)
+        if kind == "sequential":
+            inner, reason = _flat_layers(m, name)
+            if reason:
+                return None, reason
+            out += inner
+        elif kind is None:
+            return None, _unknown(name, m)
+        else:
+            out.append((kind, name, m))
+    return out, None
+
+
+def _kind(m):
+    forward = type(m).forward
+    if forward is nn.Sequential.forward:
+        return "sequential"
+    if forward is nn.Linear.forward:
+        ok = isinstance(m._parameters.get("weight"), nn.Parameter) and (
+            m._parameters.get("bias") is None or isinstance(m._parameters["bias"], nn.Parameter))
+        return "linear" if ok and "bias" in m._parameters else None
+    if m._parameters or m._buffers:
+        return None
+    if any(forward is c.forward for c in ELEMENTWISE):
+        return "act"
+    if forward is nn.Flatten.forward or (forward is nn.Dropout.forward and not m.training):
+        return "pass"
+    return None
+
+
+def _unknown(name, m):
+    cls = type(m).__name__
+    if isinstance(m, nn.Dropout) and type(m).forward is nn.Dropout.forward:
+        return f"{name} ({cls}) is dropout in training mode (random); call model.eval()"
+    for base in (nn.Linear,) + ELEMENTWISE + PASS_THROUGH:
+        if isinstance(m, base) and type(m).forward is not base.forward:
+            return f"{name} ({cls}) is a subclass of nn.{base.__name__} with its own forward"
+    if isinstance(m, nn.Linear):
+        return f"{name} ({cls}) holds a weight or bias that is not an nn.Parameter of its own"
+    return (f"{name} ({cls}) is not nn.Linear, a known elementwise activation without parameters, "
+            "nn.Flatten or eval-mode nn.Dropout")
 
 
 @dataclasses.dataclass
@@ -137,7 +255,8 @@ def _ntk(model, x1, x2, method, block_size, outputs):
         return K[:, :, 0, 0] if scalar else K
     groups = plan.groups or [None]
     for g in groups:
-        feats = (lambda x: _layerwise_features(model, x, idx)) if method == "layerwise" else \
+        layers = _flat_layers(model, "model")[0] if method == "layerwise" else None
+        feats = (lambda x: _layerwise_features(layers, x, idx)) if method == "layerwise" else \
                 (lambda x, g=g: _jacobian_features(model, params, x, idx, g))
         cache1 = [feats(x1[i0:i1]) for i0, i1 in rows] if plan.cache else None
         cache2 = cache1 if same or not plan.cache else [feats(x2[j0:j1]) for j0, j1 in cols]
@@ -186,18 +305,21 @@ def _prepare(model, x1, x2, method, outputs):
     x2 = x1 if same else as_batch(x2, "x2", ref)
     if x2.shape[1:] != x1.shape[1:]:
         raise ValueError(f"x1 and x2 must have the same trailing shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
-    layerwise_ok = is_layerwise_compatible(model)
+    refusal = layerwise_refusal(model, x1.ndim)
     if method == "auto":
-        method = "layerwise" if layerwise_ok else "jacobian"
-    if method == "layerwise" and not layerwise_ok:
-        raise ValueError("method='layerwise' needs an nn.Sequential of nn.Linear and elementwise "
-                         f"activation modules, got {type(model).__name__}; use 'jacobian' or 'vp'")
-    if not layerwise_ok:
-        check_per_example(model, x1)
+        method = "layerwise" if refusal is None else "jacobian"
+    if method == "layerwise" and refusal is not None:
+        raise ValueError(f"method='layerwise' is exact only for plain stacks of nn.Linear and elementwise "
+                         f"activations, and not for this model: {refusal}. Use method='jacobian' or 'vp' "
+                         "(or 'auto', which picks 'jacobian' here)")
+    if refusal is not None:
+        _evaluate(model, x1, "x1", lambda: check_per_example(model, x1))
     with torch.no_grad():
-        probe = model(x1[:1])
-    if probe.ndim not in (1, 2) or probe.shape[0] != 1:
-        raise ValueError(f"the model must map (P, ...) inputs to (P,) or (P, C) outputs, got {tuple(probe.shape)} for P=1")
+        probe = _evaluate(model, x1, "x1", lambda: model(x1[:1]))
+    if not torch.is_tensor(probe) or probe.ndim not in (1, 2) or probe.shape[0] != 1:
+        got = tuple(probe.shape) if torch.is_tensor(probe) else type(probe).__name__
+        raise ValueError(f"the model must map (P, ...) inputs to (P,) or (P, C) outputs (one tensor), "
+                         f"got {got} for P=1")
     scalar = probe.ndim == 1
     C = 1 if scalar else probe.shape[1]
     if outputs is None:
@@ -209,6 +331,18 @@ def _prepare(model, x1, x2, method, outputs):
         if not idx or any(not 0 <= a < C for a in idx):
             raise ValueError(f"outputs must select indices in 0..{C - 1}, got {outputs!r}")
     return params, x1, x2, same, idx, scalar, method
+
+
+def _evaluate(model, x, name, fn):
+    """fn(), which evaluates the model on the first inputs of ``x``; an error the model raises there is
+    reported with the shape of the whole ``x`` (the one the user passed), not of the probe."""
+    try:
+        return fn()
+    except (RuntimeError, ValueError, IndexError) as err:
+        if isinstance(err, ValueError) and "per-example NTK" in str(err):
+            raise
+        raise ValueError(f"the model cannot be evaluated on {name} of shape {tuple(x.shape)} "
+                         f"(ntk evaluated its first inputs, {name}[:1] or {name}[:2]): {err}") from err
 
 
 def check_per_example(model: nn.Module, x) -> None:
@@ -298,7 +432,7 @@ def _plan(model, params, x1, x2, same, idx, method, block_size):
     act = 3 * _activation_numel(model, x1[:1])
     groups, chunk, cache = None, None, False
     if method == "layerwise":
-        lins = [m for m in model if isinstance(m, nn.Linear)]
+        lins = [m for kind, _, m in _flat_layers(model, "model")[0] if kind == "linear"]
         feat = sum(l.in_features + 1 + C * l.out_features for l in lins) + act  # per input
         tile = 1 + 2 * C * C                                                     # per pair
     elif method == "jacobian":
@@ -371,44 +505,129 @@ def _group_parameters(params, cap):
 
 # ---------------------------------------------------------------------------- methods
 
-def _layerwise_features(model, x, idx):
-    """Per layer, last to first: (H_{l-1} with a column of ones if biased, G_l of shape (B, C, N_l))."""
-    hs, zs = [], []
+@dataclasses.dataclass
+class _Layer:
+    """The factors of one nn.Linear's contribution for a block of B inputs (paper, Section 2):
+    d f_a / d W = g^a h^T and d f_a / d b = g^a, so it adds (H1 H2^T [+ 1]) ⊙ (G1 G2^T).
+
+    H : (B, n_in) inputs of the layer, or None when its weight is frozen.
+    bias : whether the bias trains.
+    G : (B, C, n_out) gradients of the selected outputs with respect to the layer's output, or None
+        for the last layer with nothing after it, where G1 G2^T[i, j, a, b] = delta_ab.
+    """
+    H: torch.Tensor | None
+    bias: bool
+    G: torch.Tensor | None
+
+
+def _derivative(m, z):
+    """(phi(z), phi'(z)) for an elementwise activation module m; phi' is None for the identity.
+
+    Closed forms for the common ones (as autograd computes them, ReLU'(0) = 0); any other through
+    autograd on a copy of z, so that an in-place module neither fails on a leaf nor overwrites z.
+    """
+    t = type(m)
+    if t is nn.Identity:
+        return z, None
+    if t is nn.ReLU:
+        return torch.relu(z), (z > 0).to(z.dtype)
+    if t is nn.Tanh:
+        out = torch.tanh(z)
+        return out, 1 - out * out
+    leaf = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = m(leaf.clone())
+        dphi, = torch.autograd.grad(out.sum(), leaf)
+    return out.detach(), dphi
+
+
+def _layerwise_features(layers, x, idx):
+    """The :class:`_Layer` factors of every trainable nn.Linear, last to first, for inputs x (B, ...).
+
+    ``layers`` is the flattened (kind, name, module) list of :func:`_flat_layers`. One forward pass
+    keeps each layer's input and each activation's derivative; one backward pass per selected
+    output (batched over outputs) gives G_l = G_{l+1} W_{l+1} ⊙ phi'(z_l).
+    """
+    first = next(i for i, (kind, _, _) in enumerate(layers) if kind == "linear")
+    trainable = [i for i, (kind, _, m) in enumerate(layers) if kind == "linear" and
+                 (m.weight.requires_grad or (m.bias is not None and m.bias.requires_grad))]
+    saved = {}
     h = x
-    for m in model:
-        (hs if isinstance(m, nn.Linear) else zs).append(h)
-        h = m(h)
-    C_out = 1 if h.ndim == 1 else h.shape[-1]
-    g = torch.eye(C_out, dtype=h.dtype, device=h.device)[idx].expand(h.shape[0], len(idx), C_out)
-    feats, lin_i, act_i = [], len(hs), len(zs)
-    for m in reversed(model):
-        if isinstance(m, nn.Linear):
-            lin_i -= 1
-            H = hs[lin_i]
-            if m.bias is not None and m.bias.requires_grad:
-                H = torch.cat([H, torch.ones_like(H[:, :1])], dim=1) if m.weight.requires_grad \
-                    else torch.ones_like(H[:, :1])
-            if m.weight.requires_grad or (m.bias is not None and m.bias.requires_grad):
-                feats.append((H, g))
-            if lin_i > 0:  # the gradient with respect to the input itself is not needed
-                g = g @ m.weight
-        else:
-            act_i -= 1
-            z = zs[act_i].detach().requires_grad_(True)
-            with torch.enable_grad():
-                dphi, = torch.autograd.grad(m(z).sum(), z)
-            g = g * dphi.unsqueeze(1)
+    for i, (kind, _, m) in enumerate(layers):
+        if kind == "linear":
+            saved[i] = h
+            h = m(h)
+        elif kind == "act" and i > first:
+            h, saved[i] = _derivative(m, h)
+        else:  # before the first layer nothing is differentiated; never overwrite the caller's x
+            h = m(h.clone()) if getattr(m, "inplace", False) else m(h)
+    g = None  # None: the identity rows e_a of the selected outputs
+    feats = []
+    for i in range(len(layers) - 1, trainable[0] - 1, -1):
+        kind, _, m = layers[i]
+        if kind == "linear":
+            if i in trainable:
+                feats.append(_Layer(saved[i] if m.weight.requires_grad else None,
+                                    m.bias is not None and m.bias.requires_grad, g))
+            if i > trainable[0]:
+                W = m.weight
+                g = W[idx].expand(x.shape[0], len(idx), W.shape[1]) if g is None else g @ W
+        elif kind == "act" and saved[i] is not None:
+            if g is None:
+                C_out = h.shape[-1] if h.ndim == 2 else 1
+                g = torch.eye(C_out, dtype=h.dtype, device=h.device)[idx].expand(x.shape[0], len(idx), C_out)
+            g = g * saved[i].unsqueeze(1)
     return feats
 
 
+def _gram(A, B):
+    """A @ B.T for (n, k) and (m, k) matrices. When B is A on the CPU, through numpy, whose A @ A.T is
+    a BLAS symmetric rank-k update (syrk, half the FLOPs of a general product)."""
+    if B is A and A.device.type == "cpu" and A.dtype in (torch.float32, torch.float64):
+        a = A.contiguous().numpy()
+        return torch.from_numpy(a @ a.T)
+    return A @ B.T
+
+
+@contextlib.contextmanager
+def _substituted(model, values):
+    """Within the block, every use of each parameter ``model.<name>`` computes with ``values[name]``.
+
+    Parameters are matched by identity, so a module or a parameter used several times (tied
+    weights) takes the one substitute everywhere, and every original ``Parameter`` is put back in
+    place afterwards, whatever the forward pass raised (torch.func.functional_call leaves a tied
+    module holding a functorch tensor, torch 2.13).
+    """
+    by_id = {id(p): values[name] for name, p in model.named_parameters() if name in values}
+    slots = [(m, key, p) for m in model.modules() for key, p in m._parameters.items()
+             if p is not None and id(p) in by_id]
+    try:
+        for m, key, p in slots:
+            m._parameters[key] = by_id[id(p)]
+        yield
+    finally:
+        for m, key, p in slots:
+            m._parameters[key] = p
+
+
+def _call(model, values, x):
+    """model(x) computed with the parameters ``values`` (names of ``model.named_parameters()``); x is
+    copied first, so that an in-place first module cannot overwrite the caller's inputs."""
+    with _substituted(model, values):
+        return model(x.clone())
+
+
 def _jacobian_features(model, params, x, idx, group):
-    """Per-example Jacobian with respect to the parameters in ``group`` (all if None), (B, C, n_group)."""
-    buffers = dict(model.named_buffers())
+    """Per-example Jacobian with respect to the parameters in ``group`` (all if None), (B, C, n_group).
+
+    The parameters are the model's unique trainable ones, so a tied weight's Jacobian is the sum
+    over its uses.
+    """
     names = list(params) if group is None else group
     idx_t = torch.tensor(idx, device=x.device)
 
     def f(p_group, xi):
-        out = functional_call(model, ({**params, **p_group}, buffers), (xi.unsqueeze(0),))
+        out = _call(model, {**params, **p_group}, xi.unsqueeze(0))
         return out.reshape(-1)[idx_t]
 
     jac = vmap(jacrev(f), in_dims=(None, 0))({k: params[k] for k in names}, x)
@@ -416,37 +635,77 @@ def _jacobian_features(model, params, x, idx, group):
 
 
 def _accumulate(out, f1, f2, *, first):
-    """out (b1, b2, C, C) = [out +] sum over factor pairs of the two blocks' contraction."""
+    """out (b1, b2, C, C) = [out +] sum over factor pairs of the two blocks' contraction.
+
+    ``f1 is f2`` (a diagonal block of K(x, x)) lets the Gram matrices use their symmetry.
+    """
     if first:
         out.zero_()
     if torch.is_tensor(f1[0]):  # jacobian: one (B, C, n) tensor
         J1, J2 = f1[0], f2[0]
         b1, C, n = J1.shape
         b2 = J2.shape[0]
-        out += (J1.reshape(b1 * C, n) @ J2.reshape(b2 * C, n).T).view(b1, C, b2, C).permute(0, 2, 1, 3)
+        J1f = J1.reshape(b1 * C, n)
+        JJ = _gram(J1f, J1f if f1 is f2 else J2.reshape(b2 * C, n))
+        out += JJ.view(b1, C, b2, C).permute(0, 2, 1, 3)
         return
-    for (H1, G1), (H2, G2) in zip(f1, f2):
-        b1, C, N = G1.shape
-        b2 = G2.shape[0]
-        GG = (G1.reshape(b1 * C, N) @ G2.reshape(b2 * C, N).T).view(b1, C, b2, C).permute(0, 2, 1, 3)
-        out.addcmul_((H1 @ H2.T)[:, :, None, None], GG)
+    b1, b2, C = out.shape[0], out.shape[1], out.shape[2]
+    diag = out.diagonal(dim1=2, dim2=3)  # (b1, b2, C): the entries a = b
+    for l1, l2 in zip(f1, f2):
+        HH = None
+        if l1.H is not None:
+            HH = _gram(l1.H, l1.H if f1 is f2 else l2.H)
+            if l1.bias:
+                HH += 1
+        if l1.G is None:  # G1 G2^T = delta_ab: only the entries a = b receive H1 H2^T (+ 1)
+            diag += 1 if HH is None else HH.unsqueeze(2)
+            continue
+        N = l1.G.shape[2]
+        G1 = l1.G.reshape(b1 * C, N)
+        GG = _gram(G1, G1 if f1 is f2 else l2.G.reshape(b2 * C, N)).view(b1, C, b2, C).permute(0, 2, 1, 3)
+        if HH is None:
+            out += GG
+        elif C == 1:
+            out[:, :, 0, 0].addcmul_(HH, GG[:, :, 0, 0])
+        else:
+            out.addcmul_(HH[:, :, None, None], GG)
 
 
 def _vp_block(model, params, x1, x2, idx, chunk):
-    buffers = dict(model.named_buffers())
+    """K(x1, x2) (B1, B2, C, C) by NTK-vector products, one column per (input j of x2, output b):
+
+        K[:, j, :, b] = J(x1) t_jb,   t_jb = J(x2_j)^T e_b = d f_b(x2_j) / d theta,
+
+    a vector-Jacobian product on the one input x2_j, then a Jacobian-vector product on all of x1,
+    vmapped over chunks of ``chunk`` columns. Where a module has no forward-mode derivative
+    (``weight_norm``'s kernel, say), J(x1) t is computed as the vector-Jacobian product of the
+    linear map u -> J(x1)^T u instead (reverse over reverse).
+    """
     C = len(idx)
     idx_t = torch.tensor(idx, device=x1.device)
+    B1, B2 = x1.shape[0], x2.shape[0]
 
     def f(p, x):
-        return functional_call(model, (p, buffers), (x,)).reshape(x.shape[0], -1)[:, idx_t]
+        return _call(model, p, x).reshape(x.shape[0], -1)[:, idx_t]
 
-    _, pullback = vjp(lambda p: f(p, x2), params)
+    def tangent(xj, e):
+        _, pullback = vjp(lambda p: f(p, xj.unsqueeze(0))[0], params)
+        return pullback(e)[0]
 
-    def column(cotangent):
-        (tangent,) = pullback(cotangent)
-        return jvp(lambda p: f(p, x1), (params,), (tangent,))[1]
+    def forward_mode(xj, e):
+        return jvp(lambda p: f(p, x1), (params,), (tangent(xj, e),))[1]
 
-    B2 = x2.shape[0]
-    basis = torch.eye(B2 * C, dtype=x1.dtype, device=x1.device).reshape(B2 * C, B2, C)
-    cols = vmap(column, chunk_size=chunk)(basis)  # (B2*C, B1, C)
-    return cols.reshape(B2, C, x1.shape[0], C).permute(2, 0, 3, 1)
+    def reverse_mode(xj, e):
+        _, pullback = vjp(lambda p: f(p, x1), params)
+        zero = torch.zeros(B1, C, dtype=x1.dtype, device=x1.device)
+        return vjp(lambda u: pullback(u)[0], zero)[1](tangent(xj, e))[0]
+
+    xs = x2.repeat_interleave(C, dim=0)                                   # (B2*C, ...): x2_j, C times
+    es = torch.eye(C, dtype=x1.dtype, device=x1.device).repeat(B2, 1)     # (B2*C, C): e_b for each j
+    try:
+        cols = vmap(forward_mode, chunk_size=chunk)(xs, es)               # (B2*C, B1, C)
+    except NotImplementedError as err:
+        if "forward AD" not in str(err):
+            raise
+        cols = vmap(reverse_mode, chunk_size=chunk)(xs, es)
+    return cols.reshape(B2, C, B1, C).permute(2, 0, 3, 1)
