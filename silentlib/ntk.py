@@ -313,13 +313,16 @@ def _prepare(model, x1, x2, method, outputs):
                          f"activations, and not for this model: {refusal}. Use method='jacobian' or 'vp' "
                          "(or 'auto', which picks 'jacobian' here)")
     if refusal is not None:
-        _evaluate(model, x1, "x1", lambda: check_per_example(model, x1))
-    with torch.no_grad():
-        probe = _evaluate(model, x1, "x1", lambda: model(x1[:1]))
+        _check_batch_norm(model)
+    with _buffers_kept(model), _attributes_kept(model), torch.no_grad():
+        probe = _evaluate(model, x1, "x1", lambda: model(x1[:1].clone()))
     if not torch.is_tensor(probe) or probe.ndim not in (1, 2) or probe.shape[0] != 1:
         got = tuple(probe.shape) if torch.is_tensor(probe) else type(probe).__name__
         raise ValueError(f"the model must map (P, ...) inputs to (P,) or (P, C) outputs (one tensor), "
                          f"got {got} for P=1")
+    if refusal is not None:
+        with _buffers_kept(model), _attributes_kept(model):
+            _evaluate(model, x1, "x1", lambda: _check_mixing(model, x1))
     scalar = probe.ndim == 1
     C = 1 if scalar else probe.shape[1]
     if outputs is None:
@@ -331,6 +334,25 @@ def _prepare(model, x1, x2, method, outputs):
         if not idx or any(not 0 <= a < C for a in idx):
             raise ValueError(f"outputs must select indices in 0..{C - 1}, got {outputs!r}")
     return params, x1, x2, same, idx, scalar, method
+
+
+@contextlib.contextmanager
+def _buffers_kept(model):
+    """Refuse (and undo) forward passes in the block that change the model's buffers (running
+    statistics, spectral_norm's power iteration in training mode): such a model has no fixed NTK."""
+    saved = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        yield
+    finally:
+        changed = [name for name, b in model.named_buffers() if name in saved and not torch.equal(b, saved[name])]
+        with torch.no_grad():
+            for name in changed:
+                model.get_buffer(name).copy_(saved[name])
+    if changed:
+        raise ValueError(
+            f"the model's forward pass changes its buffers ({', '.join(changed)}): a model that updates "
+            "state as it runs (batch norm or spectral_norm in training mode) has no fixed NTK, and ntk "
+            "would alter it; call model.eval() first")
 
 
 def _evaluate(model, x, name, fn):
@@ -352,6 +374,11 @@ def check_per_example(model: nn.Module, x) -> None:
     name; any other mixing (or randomness, such as dropout in training mode) is caught by
     evaluating a batch of two inputs with its second input changed.
     """
+    _check_batch_norm(model)
+    _check_mixing(model, x)
+
+
+def _check_batch_norm(model):
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
             raise ValueError(
@@ -359,9 +386,12 @@ def check_per_example(model: nn.Module, x) -> None:
                 "statistics of the whole batch, so one input's output depends on the others and the "
                 "per-example NTK is ill-defined. Use a model without batch norm (silentlib's WideResNet "
                 "has none), or call model.eval() to use fixed running statistics.")
+
+
+def _check_mixing(model, x):
     if x.shape[0] < 2:
         return
-    a = x[:2]
+    a = x[:2].clone()
     b = torch.stack([x[0], 2 * x[1] + 1])
     with torch.no_grad(), exact_matmul():
         fa, fb = model(a)[0], model(b)[0]
@@ -393,6 +423,7 @@ def _solve_block(quadratic, linear, budget):
 
 def _activation_numel(model, x_one):
     """Entries of every leaf module's output for one input (an estimate of the activations kept)."""
+    x_one = x_one.clone()  # an in-place first module must not overwrite the caller's input
     total = [x_one.numel()]
 
     def hook(_m, _inp, out):
@@ -402,7 +433,7 @@ def _activation_numel(model, x_one):
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _attributes_kept(model):
             model(x_one)
     finally:
         for h in handles:
@@ -596,18 +627,31 @@ def _substituted(model, values):
     Parameters are matched by identity, so a module or a parameter used several times (tied
     weights) takes the one substitute everywhere, and every original ``Parameter`` is put back in
     place afterwards, whatever the forward pass raised (torch.func.functional_call leaves a tied
-    module holding a functorch tensor, torch 2.13).
+    module holding a functorch tensor, torch 2.13), as is every tensor attribute of a module.
     """
     by_id = {id(p): values[name] for name, p in model.named_parameters() if name in values}
     slots = [(m, key, p) for m in model.modules() for key, p in m._parameters.items()
              if p is not None and id(p) in by_id]
     try:
-        for m, key, p in slots:
-            m._parameters[key] = by_id[id(p)]
-        yield
+        with _attributes_kept(model):
+            for m, key, p in slots:
+                m._parameters[key] = by_id[id(p)]
+            yield
     finally:
         for m, key, p in slots:
             m._parameters[key] = p
+
+
+@contextlib.contextmanager
+def _attributes_kept(model):
+    """Put back every tensor attribute of the model's modules after the block: a forward pass may
+    store tensors on its modules (the old ``torch.nn.utils.weight_norm`` hook sets ``module.weight``)."""
+    attrs = [(m, key, v) for m in model.modules() for key, v in vars(m).items() if torch.is_tensor(v)]
+    try:
+        yield
+    finally:
+        for m, key, v in attrs:
+            m.__dict__[key] = v
 
 
 def _call(model, values, x):
