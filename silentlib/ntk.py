@@ -237,8 +237,66 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
 
 
 def _ntk(model, x1, x2, method, block_size, outputs):
+    requested = method
     params, x1, x2, same, idx, scalar, method = _prepare(model, x1, x2, method, outputs)
     plan = _plan(model, params, x1, x2, same, idx, method, block_size)
+    K = _compute(model, params, x1, x2, same, idx, method, plan)
+    if method != "layerwise":  # torch.func's transforms are checked; the layerwise formula is exact by its checks
+        error = _projection_error(model, x1, None if same else x2, K, idx, plan.block_size)
+        if error is not None and requested == "auto":
+            plan = _plan(model, params, x1, x2, same, idx, "vp", block_size)
+            K = _compute(model, params, x1, x2, same, idx, "vp", plan)
+            error2 = _projection_error(model, x1, None if same else x2, K, idx, plan.block_size)
+            error = None if error2 is None else f"{error}; with method='vp' {error2}"
+        if error is not None:
+            raise ValueError(
+                f"the kernel that method={method!r} computed failed its check against plain autograd: {error}. "
+                f"torch.func's transforms differentiate this model wrongly (under vmap, PReLU's weight is one "
+                f"such case in torch {torch.__version__}); "
+                + ("no method computes it exactly" if requested == "auto" else "try method='vp' or 'auto'"))
+    return K[:, :, 0, 0] if scalar else K
+
+
+def _projection_error(model, x1, x2, K, idx, block):
+    """None if R1^T K R2 = <J(x1)^T R1, J(x2)^T R2> for random R1 (P1, C), R2 (P2, C), else what differs.
+
+    Both sides of this identity hold for the exact kernel; the right side needs only plain
+    reverse-mode autograd (one backward pass per block of inputs), so it checks the transforms
+    (vmap, jacrev, jvp) that computed K. Tolerance 10 sqrt(eps) of |J1^T R1| |J2^T R2|.
+    """
+    gen = torch.Generator(device=K.device).manual_seed(0)
+    R1 = torch.randn(x1.shape[0], len(idx), generator=gen, dtype=K.dtype, device=K.device)
+    g1 = _projected_gradient(model, x1, R1, idx, block)
+    if x2 is None:
+        R2, g2 = R1, g1
+    else:
+        R2 = torch.randn(x2.shape[0], len(idx), generator=gen, dtype=K.dtype, device=K.device)
+        g2 = _projected_gradient(model, x2, R2, idx, block)
+    projected = float(torch.einsum("ia,ijab,jb->", R1, K, R2))
+    exact = float(g1 @ g2)
+    scale = float(torch.linalg.vector_norm(g1) * torch.linalg.vector_norm(g2))
+    tol = 10 * math.sqrt(torch.finfo(K.dtype).eps) * scale
+    if not abs(projected - exact) <= tol:
+        return f"R^T K R = {projected:.6g} but <J^T R, J^T R> = {exact:.6g} (tolerance {tol:.1g})"
+    return None
+
+
+def _projected_gradient(model, x, R, idx, block):
+    """J(x)^T R = d/d theta sum_ia R_ia f_a(x_i) over the trainable parameters, flattened; plain autograd
+    in blocks of ``block`` inputs, without touching the parameters' ``.grad``."""
+    params = [p for _, p in model.named_parameters() if p.requires_grad]
+    total = torch.zeros(sum(p.numel() for p in params), dtype=R.dtype, device=R.device)
+    for i0 in range(0, x.shape[0], block):
+        xb = x[i0:i0 + block].clone()
+        with torch.enable_grad(), _attributes_kept(model):
+            out = model(xb).reshape(xb.shape[0], -1)[:, idx]
+            grads = torch.autograd.grad((out * R[i0:i0 + block]).sum(), params, allow_unused=True)
+        total += torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
+    return total
+
+
+def _compute(model, params, x1, x2, same, idx, method, plan):
+    """The (P1, P2, C, C) kernel by ``method`` in the blocks of ``plan``."""
     ref = next(iter(params.values()))
     P1, P2, C = x1.shape[0], x2.shape[0], len(idx)
     K = torch.empty((P1, P2, C, C), dtype=ref.dtype, device=ref.device)
@@ -252,7 +310,7 @@ def _ntk(model, x1, x2, method, block_size, outputs):
                     K[i0:i1, j0:j1] = _vp_block(model, params, x1[i0:i1], x2[j0:j1], idx, plan.chunk)
         if same:
             _mirror(K, rows)
-        return K[:, :, 0, 0] if scalar else K
+        return K
     groups = plan.groups or [None]
     for g in groups:
         layers = _flat_layers(model, "model")[0] if method == "layerwise" else None
@@ -269,7 +327,7 @@ def _ntk(model, x1, x2, method, block_size, outputs):
                 _accumulate(K[i0:i1, j0:j1], f1, f2, first=g is groups[0])
     if same:
         _mirror(K, rows)
-    return K[:, :, 0, 0] if scalar else K
+    return K
 
 
 def _mirror(K, rows):
@@ -371,8 +429,8 @@ def check_per_example(model: nn.Module, x) -> None:
     """Raise ``ValueError`` if the model's output for one input depends on the others in its batch.
 
     The per-example NTK is then ill-defined. Batch norm in training mode is refused by
-    name; any other mixing (or randomness, such as dropout in training mode) is caught by
-    evaluating a batch of two inputs with its second input changed.
+    name; any other mixing is caught by evaluating a batch of up to eight inputs with all but the
+    first changed, and randomness (such as dropout in training mode) by evaluating it twice.
     """
     _check_batch_norm(model)
     _check_mixing(model, x)
@@ -391,12 +449,13 @@ def _check_batch_norm(model):
 def _check_mixing(model, x):
     if x.shape[0] < 2:
         return
-    a = x[:2].clone()
-    b = torch.stack([x[0], 2 * x[1] + 1])
+    a = x[:8].clone()
+    b = torch.cat([a[:1], 2 * a[1:] + 1])
     with torch.no_grad(), exact_matmul():
-        fa, fb = model(a)[0], model(b)[0]
+        fa, again, fb = model(a), model(a.clone()), model(b)
     tol = (1e-12 if fa.dtype == torch.float64 else 1e-5) * max(float(fa.abs().max()), 1e-30)
-    if float((fa - fb).abs().max()) > tol:
+    # row 0 must not see the other rows change, and no row may change between two identical calls
+    if float((fa[0] - fb[0]).abs().max()) > tol or float((fa - again).abs().max()) > tol:
         raise ValueError(
             f"{type(model).__name__}'s output for one input changed when another input of the batch "
             "changed: it mixes examples (batch statistics, attention across the batch) or is random "
