@@ -306,10 +306,11 @@ def _compute(model, params, x1, x2, same, idx, method, plan):
     if method == "vp":
         for bi, (i0, i1) in enumerate(rows):
             for bj, (j0, j1) in enumerate(cols):
-                if not (same and bj < bi):
-                    K[i0:i1, j0:j1] = _vp_block(model, params, x1[i0:i1], x2[j0:j1], idx, plan.chunk)
+                if not (same and bj < bi):  # a diagonal block of K(x, x) uses its own symmetry
+                    K[i0:i1, j0:j1] = _vp_block(model, params, x1[i0:i1], None if same and bi == bj
+                                                else x2[j0:j1], idx, plan.chunk)
         if same:
-            _mirror(K, rows)
+            _mirror(K, rows, average=False)  # _vp_block makes its diagonal blocks symmetric
         return K
     groups = plan.groups or [None]
     for g in groups:
@@ -326,17 +327,24 @@ def _compute(model, params, x1, x2, same, idx, method, plan):
                 f2 = cache2[bj] if plan.cache else (f1 if same and bi == bj else feats(x2[j0:j1]))
                 _accumulate(K[i0:i1, j0:j1], f1, f2, first=g is groups[0])
     if same:
-        _mirror(K, rows)
+        _mirror(K, rows, average=not _symmetric_gram(K))
     return K
 
 
-def _mirror(K, rows):
-    """Make K(x, x) exactly symmetric: blocks below the diagonal from those above, diagonal blocks averaged."""
+def _mirror(K, rows, average):
+    """Make K(x, x) exactly symmetric: blocks below the diagonal from those above; diagonal blocks
+    averaged with their transpose unless ``average`` is False (they are symmetric already)."""
     for bi, (i0, i1) in enumerate(rows):
         for j0, j1 in rows[:bi]:
             K[i0:i1, j0:j1] = K[j0:j1, i0:i1].permute(1, 0, 3, 2)
-        diag = K[i0:i1, i0:i1]
-        diag.copy_((diag + diag.permute(1, 0, 3, 2)) / 2)
+        if average:
+            diag = K[i0:i1, i0:i1]
+            diag.copy_((diag + diag.permute(1, 0, 3, 2)) / 2)
+
+
+def _symmetric_gram(t):
+    """Whether :func:`_gram` (A, A) is exactly symmetric for tensors like ``t`` (numpy's syrk on the CPU)."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
 def ntk_plan(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int | None = None,
@@ -358,9 +366,9 @@ def _prepare(model, x1, x2, method, outputs):
     if not params:
         raise ValueError("the model has no trainable parameters, so its NTK is zero-dimensional")
     ref = next(iter(params.values()))
-    x1 = as_batch(x1, "x1", ref)
+    x1 = _as_batch(x1, "x1", ref)
     same = x2 is None
-    x2 = x1 if same else as_batch(x2, "x2", ref)
+    x2 = x1 if same else _as_batch(x2, "x2", ref)
     if x2.shape[1:] != x1.shape[1:]:
         raise ValueError(f"x1 and x2 must have the same trailing shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
     refusal = layerwise_refusal(model, x1.ndim)
@@ -423,6 +431,16 @@ def _evaluate(model, x, name, fn):
             raise
         raise ValueError(f"the model cannot be evaluated on {name} of shape {tuple(x.shape)} "
                          f"(ntk evaluated its first inputs, {name}[:1] or {name}[:2]): {err}") from err
+
+
+def _as_batch(a, name, ref):
+    """:func:`silentlib.config.as_batch`, with its finiteness check done as one reduction when that
+    passes (a finite sum has finite terms; otherwise the entries are checked one by one)."""
+    if torch.is_tensor(a) and a.ndim >= 1 and a.shape[0] > 0:
+        t = a.to(device=ref.device, dtype=ref.dtype)
+        if torch.isfinite(t.sum()):
+            return t
+    return as_batch(a, name, ref)
 
 
 def check_per_example(model: nn.Module, x) -> None:
@@ -619,11 +637,12 @@ def _derivative(m, z):
     t = type(m)
     if t is nn.Identity:
         return z, None
-    if t is nn.ReLU:
-        return torch.relu(z), (z > 0).to(z.dtype)
+    if t is nn.ReLU:  # z is ntk's own intermediate (a layer's output): rectified in place
+        out = z.relu_()
+        return out, torch.sign(out)
     if t is nn.Tanh:
         out = torch.tanh(z)
-        return out, 1 - out * out
+        return out, out.square().neg_().add_(1)
     leaf = z.detach().requires_grad_(True)
     with torch.enable_grad():
         out = m(leaf.clone())
@@ -646,37 +665,75 @@ def _layerwise_features(layers, x, idx):
     for i, (kind, _, m) in enumerate(layers):
         if kind == "linear":
             saved[i] = h
-            h = m(h)
+            h = _linear(m, h)
         elif kind == "act" and i > first:
             h, saved[i] = _derivative(m, h)
         else:  # before the first layer nothing is differentiated; never overwrite the caller's x
             h = m(h.clone()) if getattr(m, "inplace", False) else m(h)
-    g = None  # None: the identity rows e_a of the selected outputs
+    g = None  # (B or 1, C, N) gradients at the current layer's output; None: the identity rows e_a
     feats = []
     for i in range(len(layers) - 1, trainable[0] - 1, -1):
         kind, _, m = layers[i]
         if kind == "linear":
             if i in trainable:
+                G = None if g is None else g.expand(x.shape[0], len(idx), g.shape[2])  # (1, C, N) in a linear stack
                 feats.append(_Layer(saved[i] if m.weight.requires_grad else None,
-                                    m.bias is not None and m.bias.requires_grad, g))
+                                    m.bias is not None and m.bias.requires_grad, G))
             if i > trainable[0]:
                 W = m.weight
-                g = W[idx].expand(x.shape[0], len(idx), W.shape[1]) if g is None else g @ W
+                g = W[idx].unsqueeze(0) if g is None else \
+                    _gram(g.reshape(-1, W.shape[0]), W.T).view(g.shape[0], len(idx), W.shape[1])
         elif kind == "act" and saved[i] is not None:
             if g is None:
                 C_out = h.shape[-1] if h.ndim == 2 else 1
-                g = torch.eye(C_out, dtype=h.dtype, device=h.device)[idx].expand(x.shape[0], len(idx), C_out)
-            g = g * saved[i].unsqueeze(1)
+                g = torch.eye(C_out, dtype=h.dtype, device=h.device)[idx].unsqueeze(0)
+            g = g * saved[i].unsqueeze(1)  # (B or 1, C, N) * (B, 1, N)
     return feats
 
 
 def _gram(A, B):
-    """A @ B.T for (n, k) and (m, k) matrices. When B is A on the CPU, through numpy, whose A @ A.T is
-    a BLAS symmetric rank-k update (syrk, half the FLOPs of a general product)."""
-    if B is A and A.device.type == "cpu" and A.dtype in (torch.float32, torch.float64):
-        a = A.contiguous().numpy()
-        return torch.from_numpy(a @ a.T)
+    """A @ B.T for (n, k) and (m, k) matrices, exact in their dtype, as fast as the device allows.
+
+    On the CPU, A @ A.T (B is A) goes through numpy, whose A @ A.T is a BLAS symmetric rank-k
+    update (syrk: half the FLOPs, and an exactly symmetric result), and other float32 products
+    through oneDNN (torch's MKL takes its AVX2 path on AMD CPUs; oneDNN uses AVX-512 where the CPU
+    has it).
+    """
+    if A.device.type == "cpu":
+        if B is A and _symmetric_gram(A):
+            a = A.contiguous().numpy()
+            return torch.from_numpy(a @ a.T)
+        if A.dtype == torch.float32 and _ONEDNN:
+            return _onednn_mm_t(A, B)
     return A @ B.T
+
+
+def _onednn_mm_t(A, B, bias=None):
+    """A @ B.T (+ bias) by oneDNN's inner product (float32 CPU tensors, IEEE float32 arithmetic)."""
+    return torch.ops.mkldnn._linear_pointwise(A.contiguous(), B.contiguous(), bias, "none", [], "")
+
+
+def _linear(m, h):
+    """nn.Linear m applied to h (B, n_in), through :func:`_gram`'s fast product on the CPU."""
+    if h.device.type == "cpu" and h.dtype == torch.float32 and _ONEDNN:
+        return _onednn_mm_t(h, m.weight, m.bias)
+    return m(h)
+
+
+def _onednn_works():
+    """Whether oneDNN's inner product is available here and agrees with a float64 product."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        gen = torch.Generator().manual_seed(0)
+        a, b = torch.randn(7, 5, generator=gen), torch.randn(3, 5, generator=gen)
+        exact = (a.double() @ b.double().T).float()
+        return bool(torch.allclose(_onednn_mm_t(a, b), exact, rtol=1e-5, atol=1e-5))
+    except Exception:  # an older torch without the op, or a build without oneDNN
+        return False
+
+
+_ONEDNN = _onednn_works()
 
 
 @contextlib.contextmanager
@@ -742,18 +799,21 @@ def _accumulate(out, f1, f2, *, first):
 
     ``f1 is f2`` (a diagonal block of K(x, x)) lets the Gram matrices use their symmetry.
     """
-    if first:
-        out.zero_()
     if torch.is_tensor(f1[0]):  # jacobian: one (B, C, n) tensor
         J1, J2 = f1[0], f2[0]
         b1, C, n = J1.shape
         b2 = J2.shape[0]
         J1f = J1.reshape(b1 * C, n)
-        JJ = _gram(J1f, J1f if f1 is f2 else J2.reshape(b2 * C, n))
-        out += JJ.view(b1, C, b2, C).permute(0, 2, 1, 3)
+        JJ = _gram(J1f, J1f if f1 is f2 else J2.reshape(b2 * C, n)).view(b1, C, b2, C).permute(0, 2, 1, 3)
+        if first:
+            out.copy_(JJ)
+        else:
+            out += JJ
         return
     b1, b2, C = out.shape[0], out.shape[1], out.shape[2]
-    diag = out.diagonal(dim1=2, dim2=3)  # (b1, b2, C): the entries a = b
+    # the layers' terms are summed in the layout of the Gram matrices of G, (b1, C, b2, C), in the
+    # first term's own buffer; one (transposing) copy into out at the end
+    acc, identity = None, []
     for l1, l2 in zip(f1, f2):
         HH = None
         if l1.H is not None:
@@ -761,17 +821,22 @@ def _accumulate(out, f1, f2, *, first):
             if l1.bias:
                 HH += 1
         if l1.G is None:  # G1 G2^T = delta_ab: only the entries a = b receive H1 H2^T (+ 1)
-            diag += 1 if HH is None else HH.unsqueeze(2)
+            identity.append(1 if HH is None else HH)
             continue
-        N = l1.G.shape[2]
-        G1 = l1.G.reshape(b1 * C, N)
-        GG = _gram(G1, G1 if f1 is f2 else l2.G.reshape(b2 * C, N)).view(b1, C, b2, C).permute(0, 2, 1, 3)
-        if HH is None:
-            out += GG
-        elif C == 1:
-            out[:, :, 0, 0].addcmul_(HH, GG[:, :, 0, 0])
-        else:
-            out.addcmul_(HH[:, :, None, None], GG)
+        G1 = l1.G.reshape(b1 * C, -1)
+        term = _gram(G1, G1 if f1 is f2 else l2.G.reshape(b2 * C, -1)).view(b1, C, b2, C)
+        if HH is not None:
+            term.mul_(HH[:, None, :, None])
+        acc = term if acc is None else acc.add_(term)
+    if acc is None:
+        acc = torch.zeros((b1, C, b2, C), dtype=out.dtype, device=out.device)
+    diag = acc.diagonal(dim1=1, dim2=3)  # (b1, b2, C): the entries a = b
+    for HH in identity:
+        diag += HH if isinstance(HH, int) else HH.unsqueeze(2)
+    if first:
+        out.copy_(acc.permute(0, 2, 1, 3))
+    else:
+        out += acc.permute(0, 2, 1, 3)
 
 
 def _vp_block(model, params, x1, x2, idx, chunk):
@@ -779,14 +844,39 @@ def _vp_block(model, params, x1, x2, idx, chunk):
 
         K[:, j, :, b] = J(x1) t_jb,   t_jb = J(x2_j)^T e_b = d f_b(x2_j) / d theta,
 
-    a vector-Jacobian product on the one input x2_j, then a Jacobian-vector product on all of x1,
-    vmapped over chunks of ``chunk`` columns. Where a module has no forward-mode derivative
-    (``weight_norm``'s kernel, say), J(x1) t is computed as the vector-Jacobian product of the
-    linear map u -> J(x1)^T u instead (reverse over reverse).
+    a vector-Jacobian product on the one input x2_j, then a Jacobian-vector product on x1, vmapped
+    over ``chunk`` columns at a time. For x2 = None (K(x1, x1), symmetric) a chunk of columns j0..j1
+    needs only the rows up to j1: the products cover about half the kernel, the rest is mirrored.
+    Where a module has no forward-mode derivative (``weight_norm``'s kernel, say), J(x1) t is
+    computed as the vector-Jacobian product of the linear map u -> J(x1)^T u (reverse over reverse).
     """
+    same = x2 is None
+    x2 = x1 if same else x2
     C = len(idx)
-    idx_t = torch.tensor(idx, device=x1.device)
     B1, B2 = x1.shape[0], x2.shape[0]
+    K = torch.empty((B1, B2, C, C), dtype=x1.dtype, device=x1.device)
+    per = max(1, chunk // C)  # inputs of x2 per chunk
+    eye = torch.eye(C, dtype=x1.dtype, device=x1.device)
+    for j0 in range(0, B2, per):
+        j1 = min(j0 + per, B2)
+        rows = x1[:j1] if same else x1
+        xs = x2[j0:j1].repeat_interleave(C, dim=0)      # (n*C, ...): x2_j, once per output b
+        es = eye.repeat(j1 - j0, 1)                      # (n*C, C): e_b for each j
+        cols = _columns(model, params, rows, idx)(xs, es)  # (n*C, rows, C)
+        K[:rows.shape[0], j0:j1] = cols.reshape(j1 - j0, C, rows.shape[0], C).permute(2, 0, 3, 1)
+    if same:
+        for j0 in range(0, B2, per):  # below the staircase: the transpose of what is above it
+            j1 = min(j0 + per, B2)
+            K[j1:, j0:j1] = K[j0:j1, j1:].permute(1, 0, 3, 2)
+            square = K[j0:j1, j0:j1]
+            square.copy_((square + square.permute(1, 0, 3, 2)) / 2)
+    return K
+
+
+def _columns(model, params, x1, idx):
+    """A function (xs (n, ...), es (n, C)) -> (n, B1, C): J(x1) J(x_k)^T e_k for each k, vmapped."""
+    idx_t = torch.tensor(idx, device=x1.device)
+    C = len(idx)
 
     def f(p, x):
         return _call(model, p, x).reshape(x.shape[0], -1)[:, idx_t]
@@ -800,15 +890,15 @@ def _vp_block(model, params, x1, x2, idx, chunk):
 
     def reverse_mode(xj, e):
         _, pullback = vjp(lambda p: f(p, x1), params)
-        zero = torch.zeros(B1, C, dtype=x1.dtype, device=x1.device)
+        zero = torch.zeros(x1.shape[0], C, dtype=x1.dtype, device=x1.device)
         return vjp(lambda u: pullback(u)[0], zero)[1](tangent(xj, e))[0]
 
-    xs = x2.repeat_interleave(C, dim=0)                                   # (B2*C, ...): x2_j, C times
-    es = torch.eye(C, dtype=x1.dtype, device=x1.device).repeat(B2, 1)     # (B2*C, C): e_b for each j
-    try:
-        cols = vmap(forward_mode, chunk_size=chunk)(xs, es)               # (B2*C, B1, C)
-    except NotImplementedError as err:
-        if "forward AD" not in str(err):
-            raise
-        cols = vmap(reverse_mode, chunk_size=chunk)(xs, es)
-    return cols.reshape(B2, C, B1, C).permute(2, 0, 3, 1)
+    def run(xs, es):
+        try:
+            return vmap(forward_mode)(xs, es)
+        except NotImplementedError as err:
+            if "forward AD" not in str(err):
+                raise
+            return vmap(reverse_mode)(xs, es)
+
+    return run
