@@ -287,7 +287,7 @@ def peer_kernel_fns(nt, model):
 
         def fn(x, kernel=kernel):
             K = kernel(jnp.asarray(x.detach().cpu().numpy()), None, params).block_until_ready()
-            K = torch.from_numpy(np.asarray(K))
+            K = torch.from_numpy(np.array(K))  # a writable copy
             return K[:, :, 0, 0] if C == 1 else K
 
         fn.implementation = impl

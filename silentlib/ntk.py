@@ -5,31 +5,41 @@
 (paper, Section 2; Jacot et al. 2018). Three methods compute it:
 
 ``"layerwise"``
-    For a stack of linear layers and elementwise activations (a silentlib
-    :class:`~silentlib.models.MLP`, or any ``nn.Sequential`` of ``nn.Linear``
-    and elementwise activation modules). With z_l = W_l h_{l-1} + b_l the
-    pre-activation of layer l, h_{l-1} its input and g_l^a = d f_a / d z_l,
-    d f_a / d W_l = g_l^a h_{l-1}^T, so
+    For a plain stack of linear layers and elementwise activations (a silentlib
+    :class:`~silentlib.models.MLP`, or an ``nn.Sequential`` of stock ``nn.Linear``
+    and elementwise activation modules; :func:`layerwise_refusal` says why any other
+    model is not one). With z_l = W_l h_{l-1} + b_l the pre-activation of layer l,
+    h_{l-1} its input and g_l^a = d f_a / d z_l, d f_a / d W_l = g_l^a h_{l-1}^T, so
 
         K = sum_l (H_{l-1} H_{l-1}^T [+ 1 with bias]) ⊙ (G_l G_l^T),
 
-    one forward pass and one backward pass per output. Cost O(P^2 sum_l N_l C^2)
-    instead of O(P^2 #params C^2), almost all of it in large matrix products.
+    one forward pass and one backward pass per output (G_L = I for the last layer
+    is never multiplied). Cost O(P^2 sum_l N_l C^2) instead of O(P^2 #params C^2),
+    almost all of it in large matrix products.
 ``"jacobian"``
     Any ``nn.Module`` whose output for one input does not depend on the other
-    inputs of the batch: per-example Jacobians with ``torch.func.vmap(jacrev)``,
-    contracted over parameters; the parameters are split into groups when one
-    input's Jacobian would not fit in memory.
+    inputs of the batch: per-example Jacobians with ``torch.func.vmap(jacrev)``
+    over the model's unique trainable parameters (a tied weight once), contracted
+    over parameters; the parameters are split into groups when one input's
+    Jacobian would not fit in memory.
 ``"vp"``
-    NTK-vector products: K e_j = J_1 (J_2^T e_j), a vector-Jacobian product
-    followed by a Jacobian-vector product (``torch.func.vjp`` / ``jvp``), batched
-    over chunks of basis vectors. Needs no per-example Jacobian in memory.
+    NTK-vector products: K e_jb = J_1 (J(x2_j)^T e_b), a vector-Jacobian product on
+    one input followed by a Jacobian-vector product (``torch.func.vjp`` / ``jvp``),
+    batched over chunks of columns. Needs no per-example Jacobian of the block in memory.
+
+``"auto"`` takes ``"layerwise"`` where it is exact and ``"jacobian"`` elsewhere. Every
+``"jacobian"`` and ``"vp"`` kernel is checked against plain reverse-mode autograd
+(R1^T K R2 = <J1^T R1, J2^T R2> for random R), which catches a torch.func transform
+that differentiates a module wrongly; ``"auto"`` then recomputes with ``"vp"``. No
+method leaves the model altered: the same ``Parameter`` objects, values, buffers and
+modes before and after.
 
 All three block over inputs. :func:`ntk_plan` chooses the blocks before anything
 is allocated so that the kernel and the working buffers fit in the free memory
 of the model's device, or raises ``ValueError`` saying what is needed and what to
 change. For one set of inputs (``x2=None``) only the blocks on and above the
-diagonal are computed; the rest is their transpose. Everything runs in the
+diagonal are computed, and within a diagonal block a staircase on and above the
+diagonal; the rest is their transpose. Everything runs in the
 model's dtype (a ``.double()`` model gives float64 kernels) and never in TF32.
 """
 from __future__ import annotations
@@ -60,7 +70,7 @@ USABLE = 0.9          # share of the free memory the kernel may take
 SYMMETRIC_BLOCKS = 4  # for K(x, x), split into at least this many row blocks (from 1024 inputs up)
 VP_CHUNK = 16         # columns (inputs x outputs) per vmapped NTK-vector product
 STAIRCASE_STEPS = 4   # a diagonal block of K(x, x) is computed in this many row steps ...
-STAIRCASE_MIN_ROWS = 64  # ... of at least this many inputs
+STAIRCASE_MIN_ROWS = 32  # ... of at least this many inputs
 
 
 def is_layerwise_compatible(model: nn.Module, input_ndim: int = 2) -> bool:
@@ -312,7 +322,7 @@ def _compute(model, params, x1, x2, same, idx, method, plan):
                     K[i0:i1, j0:j1] = _vp_block(model, params, x1[i0:i1], None if same and bi == bj
                                                 else x2[j0:j1], idx, plan.chunk)
         if same:
-            _mirror(K, rows, average=False)  # _vp_block makes its diagonal blocks symmetric
+            _mirror(K, rows)
         return K
     groups = plan.groups or [None]
     for g in groups:
@@ -329,19 +339,16 @@ def _compute(model, params, x1, x2, same, idx, method, plan):
                 f2 = cache2[bj] if plan.cache else (f1 if same and bi == bj else feats(x2[j0:j1]))
                 _accumulate(K[i0:i1, j0:j1], f1, f2, first=g is groups[0])
     if same:
-        _mirror(K, rows, average=False)  # _accumulate makes diagonal blocks symmetric
+        _mirror(K, rows)
     return K
 
 
-def _mirror(K, rows, average):
-    """Make K(x, x) exactly symmetric: blocks below the diagonal from those above; diagonal blocks
-    averaged with their transpose unless ``average`` is False (they are symmetric already)."""
+def _mirror(K, rows):
+    """Fill the blocks of K(x, x) below the diagonal with the transposes of those above it (the
+    diagonal blocks are made exactly symmetric by the methods themselves)."""
     for bi, (i0, i1) in enumerate(rows):
         for j0, j1 in rows[:bi]:
             K[i0:i1, j0:j1] = K[j0:j1, i0:i1].permute(1, 0, 3, 2)
-        if average:
-            diag = K[i0:i1, i0:i1]
-            diag.copy_((diag + diag.permute(1, 0, 3, 2)) / 2)
 
 
 def ntk_plan(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int | None = None,
@@ -534,7 +541,11 @@ def _plan(model, params, x1, x2, same, idx, method, block_size):
             f"Use fewer inputs (a smaller P, or pieces ntk(model, x1[a:b], x2[c:d])), per-output blocks "
             f"(outputs=[a, ...] computes K[:, :, a, b] for the chosen outputs only){cpu}.")
     budget = (free - kernel) / 2 / nbytes  # working memory, in entries; half the rest, for the allocator's slack
-    act = 3 * _activation_numel(model, x1[:1])
+    if method == "layerwise":  # the stack's sizes are known: no forward pass to count them
+        act = 3 * (x1[:1].numel() + sum(m.out_features if kind == "linear" else 0
+                                        for kind, _, m in _flat_layers(model, "model")[0]) * 2)
+    else:
+        act = 3 * _activation_numel(model, x1[:1])
     groups, chunk, cache = None, None, False
     if method == "layerwise":
         lins = [m for kind, _, m in _flat_layers(model, "model")[0] if kind == "linear"]
@@ -803,11 +814,13 @@ def _accumulate(out, f1, f2, *, first):
     step = max(STAIRCASE_MIN_ROWS, -(-B // STAIRCASE_STEPS))
     edges = [(i, min(i + step, B)) for i in range(0, B, step)]
     for i0, i1 in edges:
-        _store(out[i0:i1, i0:], _terms(f1, f1, slice(i0, i1), slice(i0, None)), first)
-    for i0, i1 in edges:
+        terms = _terms(f1, f1, slice(i0, i1), slice(i0, None))      # (r, C, B - i0, C)
+        r, C = terms.shape[:2]
+        square = terms[:, :, :r].reshape(r * C, r * C)                # its diagonal square, as a matrix
+        _store(out[i0:i1, i0:i1], ((square + square.T) / 2).view(r, C, r, C), first)
+        _store(out[i0:i1, i1:], terms[:, :, r:], first)
+    for i0, i1 in edges[:-1]:
         out[i1:, i0:i1] = out[i0:i1, i1:].permute(1, 0, 3, 2)
-        square = out[i0:i1, i0:i1]
-        square.copy_((square + square.permute(1, 0, 3, 2)) / 2)
 
 
 def _store(out, terms, first):
