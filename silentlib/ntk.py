@@ -98,6 +98,9 @@ def layerwise_refusal(model: nn.Module, input_ndim: int = 2) -> str | None:
     shared = _shared(model)
     if shared:
         return shared
+    root = _hooks_or_call(model, "model")
+    if root:
+        return root
     layers, reason = _flat_layers(model, "model")
     if reason:
         return reason
@@ -141,13 +144,9 @@ def _flat_layers(container, prefix):
             continue
         if parametrize.is_parametrized(m):
             return None, f"{name} ({type(m).__name__}) is parametrized ({', '.join(m.parametrizations)})"
-        hooks = [h for h in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-                 if getattr(m, h, None)]
-        if hooks:
-            return None, (f"{name} ({type(m).__name__}) has hooks ({', '.join(h.strip('_') for h in hooks)}), "
-                          "e.g. the old torch.nn.utils.weight_norm or spectral_norm")
-        if type(m).__call__ is not nn.Module.__call__:
-            return None, f"{name} ({type(m).__name__}) overrides __call__"
+        reason = _hooks_or_call(m, name)
+        if reason:
+            return None, reason
         kind = _kind(m)
         if kind == "sequential":
             inner, reason = _flat_layers(m, name)
@@ -159,6 +158,18 @@ def _flat_layers(container, prefix):
         else:
             out.append((kind, name, m))
     return out, None
+
+
+def _hooks_or_call(m, name):
+    """A reason when module m runs code besides its forward (hooks, its own __call__), else None."""
+    hooks = [h for h in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+             if getattr(m, h, None)]
+    if hooks:
+        return (f"{name} ({type(m).__name__}) has hooks ({', '.join(h.strip('_') for h in hooks)}), "
+                "e.g. the old torch.nn.utils.weight_norm or spectral_norm")
+    if type(m).__call__ is not nn.Module.__call__:
+        return f"{name} ({type(m).__name__}) overrides __call__"
+    return None
 
 
 def _kind(m):

@@ -177,6 +177,12 @@ def pre_hooked():
     return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), lin)
 
 
+def hooked_container():
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 2))
+    model.register_forward_hook(lambda m, inp, out: out * inp[0][:, :2])
+    return model
+
+
 def frozen(which):
     model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
     if which == "first":
@@ -221,6 +227,7 @@ ZOO = [
     ("custom parametrization", custom_parametrization, (5,), "parametrized"),
     ("forward hook", hooked, (5,), "hooks"),
     ("forward pre-hook", pre_hooked, (5,), "hooks"),
+    ("forward hook on the Sequential itself", hooked_container, (5,), "hooks"),
     ("ReLU(inplace)", lambda: in_place(nn.ReLU(inplace=True)), (5,), None),
     ("LeakyReLU(inplace)", lambda: in_place(nn.LeakyReLU(0.1, inplace=True)), (5,), None),
     ("ELU(inplace)", lambda: in_place(nn.ELU(inplace=True)), (5,), None),
