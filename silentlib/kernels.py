@@ -6,11 +6,17 @@ return numpy (alignment: a float, computed on a tensor's own device).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 import torch
 
 from .config import as_float64 as _np  # the library's one array check (float64, non-empty, finite)
+
+
+class SingularKernelWarning(RuntimeWarning):
+    """Ridgeless :func:`kernel_regression` on a kernel that is singular to working precision."""
 
 
 def _check_shapes(K_shape, y_shape, what):
@@ -101,7 +107,9 @@ def kernel_regression(K_train, K_cross, y, ridge: float = 0.0) -> np.ndarray:
         Ridge >= 0. With ``ridge=0`` this is kernel interpolation, solved stably through a
         symmetric eigendecomposition in which directions with eigenvalues below
         ``P * eps * max eigenvalue`` are dropped (the pseudo-inverse), so an exactly
-        singular kernel gives the min-norm interpolant.
+        singular kernel gives the min-norm interpolant; dropping any emits a
+        :class:`SingularKernelWarning` that says so, and a kernel with no eigenvalue above the
+        cutoff (an all-zero kernel) raises ``ValueError``.
 
     Returns
     -------
@@ -129,7 +137,20 @@ def kernel_regression(K_train, K_cross, y, ridge: float = 0.0) -> np.ndarray:
         alpha = scipy.linalg.solve(Ks, v, assume_a="pos")
     else:
         lam, U = np.linalg.eigh(Ks)
-        keep = lam > Km.shape[0] * np.finfo(float).eps * max(lam.max(), 0.0)
+        cutoff = Km.shape[0] * np.finfo(float).eps * max(lam.max(), 0.0)
+        keep = lam > cutoff
+        if not keep.any():
+            raise ValueError(
+                f"kernel_regression: K_train has no eigenvalue above the cutoff {cutoff:.3g} (largest "
+                f"{lam.max():.3g}); a zero (or negative semi-definite) kernel cannot interpolate. Check the "
+                "kernel, or pass ridge > 0")
+        if not keep.all():
+            warnings.warn(
+                f"kernel_regression: K_train ({Km.shape[0]} x {Km.shape[0]}) is singular to working precision: "
+                f"{int((~keep).sum())} of its eigenvalues are below the cutoff {cutoff:.3g} (P eps lambda_max). "
+                "ridge=0 used the pseudo-inverse, i.e. the min-norm solution, the limit ridge -> 0+ (no "
+                "ridge added) with those directions dropped; pass ridge > 0 to regularize instead",
+                SingularKernelWarning, stacklevel=2)
         alpha = U[:, keep] @ ((U[:, keep].T @ v) / lam[keep])
     pred = Kc @ alpha
     return pred if y.ndim == 1 else pred.reshape(Q, y.shape[1])

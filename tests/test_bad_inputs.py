@@ -1,5 +1,6 @@
 """Every bad input raises ValueError with a message that says what is wrong."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -73,6 +74,16 @@ def test_ntk_mismatched_trailing_shapes():
 def test_ntk_wrong_input_dimension_for_mlp():
     with pytest.raises(ValueError, match=r"\(P, 4\)"):
         sl.ntk(sl.MLP(4, 5, 2), torch.randn(3, 7))
+
+
+@pytest.mark.parametrize("method", ["auto", "layerwise", "jacobian", "vp"])
+def test_ntk_wrong_input_reports_the_callers_shape(method):
+    """The message names the shape the user passed, (4, 6), not only that of ntk's one-input probe."""
+    with pytest.raises(ValueError, match=r"x1 of shape \(4, 6\).*\(P, 5\)"):
+        sl.ntk(sl.MLP(5, 3, 2), torch.randn(4, 6), method=method)
+    plain = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    with pytest.raises(ValueError, match=r"x1 of shape \(4, 6\)"):
+        sl.ntk(plain, torch.randn(4, 6), method=method)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
@@ -191,6 +202,27 @@ def test_regression_mismatched_shapes():
         sl.kernel_regression(K, np.ones((3, 4)), np.ones(5))
     with pytest.raises(ValueError, match="K_cross"):
         sl.kernel_regression(np.ones((4, 4, 2, 2)), np.ones((3, 4)), np.ones((4, 2)))
+
+
+def test_ridgeless_regression_on_a_zero_kernel_raises():
+    with pytest.raises(ValueError, match="no eigenvalue above the cutoff.*ridge > 0"):
+        sl.kernel_regression(np.zeros((4, 4)), np.zeros((2, 4)), np.ones(4))
+    # with a ridge it is well posed: alpha = y / ridge = 10 each, and a test row of ones sums them
+    np.testing.assert_allclose(sl.kernel_regression(np.zeros((4, 4)), np.ones((2, 4)), np.ones(4), ridge=0.1), 40.0)
+
+
+def test_ridgeless_regression_on_a_singular_kernel_warns_and_says_what_it_did():
+    X = np.random.default_rng(0).normal(size=(8, 3))        # rank 3 < P = 8
+    K = X @ X.T
+    y = np.arange(8.0)
+    with pytest.warns(sl.kernels.SingularKernelWarning, match=r"5 of its eigenvalues are below the cutoff.*pseudo-inverse"):
+        pred = sl.kernel_regression(K, K, y)
+    # the min-norm least-squares fit: the projection of y on the column space of X
+    np.testing.assert_allclose(pred, X @ np.linalg.lstsq(X, y, rcond=None)[0], atol=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # a full-rank kernel, or a ridge: no warning
+        sl.kernel_regression(K + np.eye(8), K, y)
+        sl.kernel_regression(K, K, y, ridge=1e-3)
 
 
 def test_regression_non_finite():

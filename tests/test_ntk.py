@@ -1,5 +1,6 @@
 """The exact NTK: every method against a brute-force per-example Jacobian contraction."""
 import copy
+import importlib
 import itertools
 
 import numpy as np
@@ -228,25 +229,40 @@ class _FlagProbe(nn.Identity):
 
 
 def _check_tf32_off_inside(device):
+    """Every forward pass ntk makes, and every Gram matrix of the layerwise method, runs without TF32.
+
+    The probe module is a subclass of nn.Identity with its own forward, so the layerwise method
+    (rightly) refuses it; for that method the flags are recorded in its Gram-matrix helper instead."""
+    ntk_module = importlib.import_module("silentlib.ntk")  # the module; silentlib.ntk is the function
     probe = _FlagProbe()
     model = nn.Sequential(nn.Linear(4, 6), probe, nn.Linear(6, 1)).to(device).float()
+    plain = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 1)).to(device).float()
     x = torch.randn(3, 4, device=device, dtype=torch.float32)
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
              torch.get_float32_matmul_precision())
+    gram = ntk_module._gram
+
+    def recording_gram(A, B):
+        probe.seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                           torch.get_float32_matmul_precision()))
+        return gram(A, B)
+
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.set_float32_matmul_precision("medium")
+    ntk_module._gram = recording_gram
     try:
         for method in ("layerwise", "jacobian", "vp"):
             probe.seen.clear()
-            sl.ntk(model, x, method=method)
-            inside = probe.seen              # every forward pass ntk makes, probes included
+            sl.ntk(plain if method == "layerwise" else model, x, method=method)
+            inside = probe.seen              # every forward pass (or Gram matrix) ntk makes
             assert inside, method
             assert all(s == (False, False, "highest") for s in inside), (method, inside)
             # restored afterwards
             assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
             assert torch.get_float32_matmul_precision() == "medium"
     finally:
+        ntk_module._gram = gram
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
         torch.set_float32_matmul_precision(saved[2])
 

@@ -1,0 +1,52 @@
+"""The benchmark's comparison with neural-tangents: plain words when it cannot run, the rows when it can.
+
+neural-tangents is not part of requirements.txt (0.6.5 needs jax 0.4.23; see the README), so in the
+book's environment --peer must say that it does not import and still print the table. No test
+asserts a time."""
+import importlib.util
+
+import pytest
+import torch
+
+from silentlib import bench
+
+HAS_PEER = importlib.util.find_spec("neural_tangents") is not None
+
+
+@pytest.mark.skipif(HAS_PEER, reason="neural_tangents is installed here")
+def test_peer_says_plainly_when_neural_tangents_does_not_import(capsys):
+    nt, why = bench.load_peer()
+    assert nt is None and "neural_tangents" in why
+    threads = torch.get_num_threads()
+    try:
+        report = bench.main(["--sizes", "4", "--width", "8", "--d-in", "5", "--repeats", "1", "--device", "cpu",
+                             "--dtype", "float64", "--peer", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "neural_tangents does not import in this environment" in out
+    assert "neural-tangents==0.6.5" in out and "jax==0.4.23" in out      # how to get a working one
+    assert "layerwise" in out and "NT s" not in out                      # the table, without peer columns
+    assert all("peer" not in r for r in report["rows"])
+
+
+def test_peer_cells_in_the_table():
+    """format_table shows the peer's seconds and silentlib / peer where a row has them."""
+    rows = bench.run_benchmark([3], device="cpu", dtype="float64", width=8, d_in=6, repeats=1)
+    for r, t in zip(rows, (0.5, 0.25, 4.0)):
+        r.update(peer="X", peer_status="ok", peer_seconds=t, peer_ratio=r["seconds"] / t, peer_max_rel_diff=1e-16)
+    rows[2].update(peer_status="skip", peer_seconds=None, peer_ratio=None)
+    table = bench.format_table(rows)
+    assert "NT s" in table and "sl/NT" in table and "skip" in table
+    line = table.splitlines()[-1]
+    assert "0.5000" in line and "0.2500" in line
+
+
+@pytest.mark.skipif(not HAS_PEER, reason="needs neural_tangents (a separate environment, see the README)")
+def test_peer_rows_agree_with_silentlib():
+    nt, why = bench.load_peer()
+    assert nt is not None, why
+    rows = bench.run_benchmark([6], device="cpu", dtype="float64", width=8, depth=3, d_in=5, out_dim=2,
+                               repeats=1, peer=nt)
+    for r in rows:
+        assert r["peer_status"] == "ok" and r["peer_max_rel_diff"] < 1e-10, r
