@@ -249,6 +249,7 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device=None, dtype="float32", methods=
 # silentlib's method -> the neural-tangents implementation it is measured against
 PEER_IMPLEMENTATIONS = {"layerwise": "STRUCTURED_DERIVATIVES", "jacobian": "JACOBIAN_CONTRACTION",
                         "vp": "NTK_VECTOR_PRODUCTS"}
+#: The command that makes a separate environment in which neural-tangents 0.6.5 imports and runs.
 PEER_INSTALL = ('python -m venv /tmp/ntvenv && /tmp/ntvenv/bin/pip install jax==0.4.23 jaxlib==0.4.23 '
                 'neural-tangents==0.6.5 "numpy<2" "scipy<1.14" torch==2.13.0 matplotlib tqdm mlxtend, then '
                 'PYTHONPATH=. /tmp/ntvenv/bin/python -m silentlib bench --peer')

@@ -60,6 +60,8 @@ from .config import as_batch, exact_matmul
 METHODS = ("auto", "layerwise", "jacobian", "vp")
 
 # activation modules whose forward is elementwise: phi applied to each entry on its own
+#: The activation modules the layerwise formula treats as elementwise (each output entry depends on
+#: its own input entry only).
 ELEMENTWISE = (nn.Identity, nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Softplus,
                nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.Softsign, nn.Hardtanh, nn.Mish,
                nn.Hardsigmoid, nn.Hardswish, nn.Tanhshrink, nn.LogSigmoid)
