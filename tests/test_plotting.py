@@ -1,19 +1,12 @@
 """Statistics (correlation, power-law fits) and the plotters that draw computed theory curves:
 each draws exactly the curves it is given, normalized as documented."""
 import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from silentlib import plotting, stats, theory  # noqa: E402
 from silentlib.plotting import dynamics, geometry, scaling, style  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def test_correlation_and_its_undefined_cases():

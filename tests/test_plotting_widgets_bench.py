@@ -3,7 +3,6 @@ import json
 import sys
 
 import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -15,12 +14,6 @@ from silentlib import bench, config, stats  # noqa: E402
 from silentlib.bench import format_table, run_benchmark  # noqa: E402
 from silentlib.bench import main as cli_bench  # noqa: E402
 from silentlib.__main__ import main as cli  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def test_style_applied_on_import():
