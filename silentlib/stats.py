@@ -1,10 +1,12 @@
-"""Statistics of measured curves: Pearson correlation and power-law fits.
+"""Statistics of measured curves: Pearson correlation, power-law fits and crossing times.
 
 The book compares a trained network's predictions with kernel regression by their Pearson
 :func:`correlation` (paper, Figure 1(c, e)), and reads the exponents of scaling laws
 (half-loss times against sigma, errors against sigma) off :func:`fit_power_law`.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -41,3 +43,34 @@ def fit_power_law(x, y):
         raise ValueError("fit_power_law needs finite values")
     slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
     return float(slope), float(intercept)
+
+
+def crossing_time(t, values, level: float, *, decreasing: bool = False) -> float:
+    """First time a recorded curve crosses ``level``, interpolated linearly between records.
+
+    Parameters
+    ----------
+    t : array_like
+        (n,) increasing record times (e.g. :attr:`Trajectory.t`).
+    values : array_like
+        (n,) the curve at those times (e.g. :attr:`Trajectory.alignment`).
+    level : float
+        The level to cross.
+    decreasing : bool
+        True looks for the values falling to ``<= level``, False for them rising to ``>= level``.
+
+    Returns
+    -------
+    float
+        The interpolated crossing time; ``t[0]`` if the first value already crosses,
+        ``inf`` if the curve never does.
+    """
+    t, v = np.asarray(t, float), np.asarray(values, float)
+    hit = v <= level if decreasing else v >= level
+    if not hit.any():
+        return math.inf
+    k = int(np.argmax(hit))
+    if k == 0:
+        return float(t[0])
+    w = (level - v[k - 1]) / (v[k] - v[k - 1])
+    return float(t[k - 1] + w * (t[k] - t[k - 1]))

@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 from . import config
 from .config import as_batch
 from .kernels import kernel_alignment, kernel_regression
+from .silence import LOSS_DROP, kernel_direction_change, silent_fraction
+from .stats import crossing_time  # noqa: F401  (re-exported: sl.crossing_time)
 from .ntk import ntk
 
 
@@ -72,6 +74,10 @@ class Trajectory:
         ``"gd"`` or ``"adam"``.
     y : numpy.ndarray | None
         (P,) or (P, C) the training targets, in float64.
+    kernel_direction : numpy.ndarray | None
+        (n,) ``1 - cos(K_t, K_inf)``, how far the kernel's direction is from its final one
+        (:func:`~silentlib.silence.kernel_direction_change`); None without ``track_ntk``. With
+        ``keep_kernels=False`` it is computed again at the end from the recorded parameters.
     """
     t: np.ndarray
     loss: np.ndarray
@@ -89,6 +95,7 @@ class Trajectory:
     lr: float
     optimizer: str
     y: np.ndarray | None = None
+    kernel_direction: np.ndarray | None = None
 
     def kernel_predictions(self, ridge: float = 0.0) -> dict[str, np.ndarray]:
         """Kernel regression on the test points with the initial and the final NTK.
@@ -117,42 +124,25 @@ class Trajectory:
         return {"K0": kernel_regression(self.K0, self.K0_test, self.y, ridge),
                 "Kinf": kernel_regression(self.Kinf, self.Kinf_test, self.y, ridge)}
 
+    def silence(self, loss_drop: float = LOSS_DROP) -> float:
+        """The run's silent fraction: the share of the kernel's change in direction that happened
+        before the loss fell by ``loss_drop`` (:func:`~silentlib.silence.silent_fraction`; at least
+        :data:`~silentlib.silence.SILENT_AT` is called silent).
+
+        Raises
+        ------
+        ValueError
+            If the trajectory was trained without ``track_ntk``.
+        """
+        if self.kernel_direction is None:
+            raise ValueError("silence() needs a trajectory trained with track_ntk=True")
+        return silent_fraction(self.t, self.loss, self.kernel_direction, loss_drop)
+
     def time_to_loss_fraction(self, fraction: float = 0.5) -> float:
         """First time at which ``loss / loss[0] <= fraction``, interpolated linearly between
         records (as :func:`crossing_time`); ``inf`` if never (e.g. the paper's half-loss time
         for ``fraction=0.5``)."""
         return crossing_time(self.t, self.loss / self.loss[0], fraction, decreasing=True)
-
-
-def crossing_time(t, values, level: float, *, decreasing: bool = False) -> float:
-    """First time a recorded curve crosses ``level``, interpolated linearly between records.
-
-    Parameters
-    ----------
-    t : array_like
-        (n,) increasing record times (e.g. :attr:`Trajectory.t`).
-    values : array_like
-        (n,) the curve at those times (e.g. :attr:`Trajectory.alignment`).
-    level : float
-        The level to cross.
-    decreasing : bool
-        True looks for the values falling to ``<= level``, False for them rising to ``>= level``.
-
-    Returns
-    -------
-    float
-        The interpolated crossing time; ``t[0]`` if the first value already crosses,
-        ``inf`` if the curve never does.
-    """
-    t, v = np.asarray(t, float), np.asarray(values, float)
-    hit = v <= level if decreasing else v >= level
-    if not hit.any():
-        return math.inf
-    k = int(np.argmax(hit))
-    if k == 0:
-        return float(t[0])
-    w = (level - v[k - 1]) / (v[k] - v[k - 1])
-    return float(t[k - 1] + w * (t[k] - t[k - 1]))
 
 
 def record_steps(n_steps: int, n_records: int) -> np.ndarray:
@@ -308,6 +298,8 @@ class _Recorder:
         self.track_ntk, self.keep_kernels, self.observe, self.ntk_method = track_ntk, keep_kernels, observe, ntk_method
         self.rec = {k: [] for k in ("loss", "alignment", "kernel_norm", "pred", "kernels", "test")}
         self.obs = {name: [] for name in observe}
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.snapshots = []          # parameters at each record, when the kernels are not kept
         self.K0 = self._kernel(x) if keep_kernels else None
         self.K0_test = self._kernel(x_test, x) if x_test is not None and keep_kernels else None
 
@@ -326,6 +318,8 @@ class _Recorder:
             K = ntk(model, self.x, method=self.ntk_method)     # on the device: only what is kept moves to the host
             if self.keep_kernels:
                 rec["kernels"].append(K.cpu().numpy())
+            else:
+                self.snapshots.append([p.detach().cpu().clone() for p in self.params])
             rec["alignment"].append(kernel_alignment(K, self.y))
             rec["kernel_norm"].append(float(torch.linalg.vector_norm(K)))
         else:
@@ -336,9 +330,33 @@ class _Recorder:
                 v = fn(model)
             self.obs[name].append(np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, dtype=np.float64))
 
+    def _direction(self, Kinf):
+        """(n,) ``1 - cos(K_t, K_inf)`` at every record: from the kept kernels, or else by computing
+        each K_t again from its parameter snapshot (one kernel at a time, on the device)."""
+        if not self.track_ntk:
+            return None
+        if self.keep_kernels:
+            return kernel_direction_change(np.stack(self.rec["kernels"]), Kinf)
+        Kf = ntk(self.model, self.x, method=self.ntk_method)
+        final = [p.detach().clone() for p in self.params]
+        d = []
+        try:
+            for snap in self.snapshots:
+                with torch.no_grad():
+                    for p, v in zip(self.params, snap):
+                        p.copy_(v)
+                K = ntk(self.model, self.x, method=self.ntk_method)
+                d.append(float(1 - torch.sum(K * Kf) / (torch.linalg.vector_norm(K) * torch.linalg.vector_norm(Kf))))
+        finally:
+            with torch.no_grad():
+                for p, v in zip(self.params, final):
+                    p.copy_(v)
+        return np.array(d)
+
     def trajectory(self, steps, *, lr, optimizer):
         """The :class:`Trajectory` of the records, with the final kernels computed now."""
         rec, keep, test = self.rec, self.keep_kernels, self.x_test is not None
+        Kinf = self._kernel(self.x) if keep else None
         return Trajectory(
             t=steps * lr,
             loss=np.array(rec["loss"]),
@@ -347,11 +365,12 @@ class _Recorder:
             predictions=np.stack(rec["pred"]),
             kernels=np.stack(rec["kernels"]) if self.track_ntk and keep else None,
             test_predictions=np.stack(rec["test"]) if test else None,
-            K0=self.K0, Kinf=self._kernel(self.x) if keep else None, K0_test=self.K0_test,
+            K0=self.K0, Kinf=Kinf, K0_test=self.K0_test,
             Kinf_test=self._kernel(self.x_test, self.x) if test and keep else None,
             observables={k: np.stack(v) for k, v in self.obs.items()},
             steps=steps, lr=float(lr), optimizer=optimizer,
             y=self.y.detach().cpu().numpy().astype(np.float64),
+            kernel_direction=self._direction(Kinf),
         )
 
 

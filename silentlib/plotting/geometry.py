@@ -9,7 +9,7 @@ import numpy as np
 from ..config import as_float64
 from ..kernels import kernel_regression
 from ..stats import correlation
-from ..train import crossing_time
+from ..stats import crossing_time
 from .dynamics import plot_trajectory
 from .style import COLORS, as_curve, log_time_axis
 
