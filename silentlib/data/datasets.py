@@ -135,7 +135,8 @@ def _split(y, req, source):
         raise ValueError(
             f"asked for n_train + n_test = {req.n_train} + {req.n_test} = {req.n_train + req.n_test} images of "
             f"{req.what} {req.classes}, but only {idx.size} are available ({counts}) from {source}. "
-            f"Ask for at most {idx.size} in all (n_test=0 is allowed), or point SILENT_DATA (or root=) at the full dataset.")
+            f"Ask for at most {idx.size} in all (n_test=0 is allowed), "
+            f"or point SILENT_DATA (or root=) at the full dataset.")
     order = np.random.default_rng(req.seed).permutation(idx)
     return order[:req.n_train], order[req.n_train:req.n_train + req.n_test]
 

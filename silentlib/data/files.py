@@ -8,11 +8,9 @@ that fails to unpickle, wrong shapes, a truncated cache or archive) stops the se
 replaced by another source. An unreachable download or a missing optional package is
 recorded, and if no source works :class:`DatasetUnavailable` lists what was tried.
 
-Two folders are involved. The *data folder* (:func:`data_root`: ``root=``, else
-``$SILENT_DATA``, else the user cache) is only ever read. The *user cache*
-(:func:`cache_dir`: :data:`CACHE_DIR`, else ``$XDG_CACHE_HOME/silentlib``, else
-``~/.cache/silentlib``) is the only folder written: downloads and ``.npz`` caches go there.
-Data are never synthesized.
+The *data folder* (:func:`data_root`: ``root=``, else ``$SILENT_DATA``, else the user cache)
+is only read. The *user cache* (:func:`cache_dir`) is the only folder written: downloads and
+``.npz`` caches go there. Data are never synthesized.
 """
 from __future__ import annotations
 
@@ -74,7 +72,7 @@ def data_root(root=None):
 
 
 class _Absent(Exception):
-    """A source that is not there (not a failure: the next source is tried without comment)."""
+    """A source that is not there (not a failure: the next one is tried without comment)."""
 
 
 def first_source(name, sources, *, help_text=""):
