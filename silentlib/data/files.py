@@ -421,7 +421,7 @@ def _cifar_help(root):
 def _which_classes(y):
     """'' when all ten classes are present, else '; airplane and automobile only' (those present)."""
     held = [CIFAR10_CLASSES[c] for c in np.unique(y)]
-    if len(held) == len(CIFAR10_CLASSES):
+    if len(held) in (0, len(CIFAR10_CLASSES)):
         return ""
     names = held[0] if len(held) == 1 else ", ".join(held[:-1]) + " and " + held[-1]
     return f"; {names} only"
