@@ -29,8 +29,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-#: The official CIFAR-10 python archive (Krizhevsky 2009) and its published MD5.
+#: The official CIFAR-10 python archive (Krizhevsky 2009).
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+#: The archive's published MD5.
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
