@@ -259,7 +259,7 @@ def test_the_wheel_works_in_a_fresh_environment_outside_the_repository(tmp_path)
     work = tmp_path / "elsewhere"  # outside the repository: nothing of the checkout is importable
     work.mkdir()
     data = tmp_path / "empty_data_cache"
-    env = quiet_env(SILENT_DATA=str(data), SILENT_DEVICE="cpu", MPLBACKEND="Agg")
+    env = quiet_env(SILENT_DATA=str(data), XDG_CACHE_HOME=str(data), SILENT_DEVICE="cpu", MPLBACKEND="Agg")
     proc = run([str(python), "-c", WHEEL_SCRIPT], cwd=work, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f'"version": "{silentlib.__version__}"' in proc.stdout
