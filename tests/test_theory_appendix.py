@@ -33,14 +33,14 @@ def test_transfer_weights_is_the_kernel_interpolant(A):
 
 def test_transfer_error_is_the_large_D_average():
     rng = np.random.default_rng(2)
-    D, P, A = 400, 200, 2.0
+    D, P, A = 300, 150, 2.0
     for alpha in (0.0, 0.8, -1.0):
         errs = []
-        for _ in range(8):
+        for _ in range(6):
             beta, w = _task(rng, D, alpha)
             X = rng.standard_normal((P, D))
             errs.append(np.sum((th.transfer_weights(A, X, beta, w) - w) ** 2))
-        assert abs(np.mean(errs) - th.transfer_error(A, alpha, P / D)) < 0.02
+        assert abs(np.mean(errs) - th.transfer_error(A, alpha, P / D)) < 0.04
     assert th.transfer_error(0.0, 0.5, 0.3) == pytest.approx(0.7)
     # at alpha = 0 the spike can only hurt, draw by draw
     beta, w = _task(rng, 30, 0.0)
@@ -91,7 +91,7 @@ def test_min_norm_deviation_against_monte_carlo():
     beta = Pi @ rng.standard_normal(D)
     beta /= np.linalg.norm(beta)
     dev2 = []
-    for _ in range(300):
+    for _ in range(150):
         W0 = rng.standard_normal((N, D)) * sigma / math.sqrt(D)
         a = rng.standard_normal(N)
         a *= math.sqrt(q) / np.linalg.norm(a)
