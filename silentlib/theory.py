@@ -761,9 +761,11 @@ def kernel_interpolant_linear(M, X, y):
     X, y = as_float64(X, "X", ndim=2), as_float64(y, "y").reshape(-1)
     if M.shape != Pi.shape or y.shape != (X.shape[0],):
         raise ValueError(f"need M ({Pi.shape}) and y ({X.shape[0]},)")
+    V = np.linalg.svd(X, full_matrices=False)[2].T           # (D, P) orthonormal basis of the span
     w_star = np.linalg.pinv(X) @ y
-    off = (np.eye(Pi.shape[0]) - Pi) @ M @ Pi
-    return w_star + off @ np.linalg.pinv(Pi @ M @ Pi, hermitian=True) @ w_star, w_star
+    # (Pi M Pi)^+ = V (V^T M V)^{-1} V^T, solved in the span's basis (no cutoff to choose)
+    inner = V @ np.linalg.solve(V.T @ M @ V, V.T @ w_star)
+    return w_star + (np.eye(Pi.shape[0]) - Pi) @ M @ inner, w_star
 
 
 def min_norm_deviation(sigma, P, D, q):
