@@ -621,3 +621,201 @@ def gradient_flow_kernel_solution(kernel_fn, K_test_fn, y, f0, f0_test, t_grid, 
     if return_path:
         return path[:, :P], (path[:, P:] if test else None)
     return path[-1, :P], (path[-1, P:] if test else None)
+
+
+# --------------------------------------------------------------------------- appendices F, G, H.2
+__all__ += ["transfer_weights", "transfer_error", "finetune_weights", "finetune_error",
+            "kernel_interpolant_linear", "min_norm_deviation", "imbalance_moments"]
+
+
+def _span_projector(X):
+    """(D, D) projector onto the row span of X (P, D); raises unless rank X = P <= D."""
+    X = as_float64(X, "X", ndim=2)
+    P, D = X.shape
+    if P > D or np.linalg.matrix_rank(X) < P:
+        raise ValueError(f"need X of full row rank P <= D, got shape {X.shape} and rank {np.linalg.matrix_rank(X)}")
+    return np.linalg.pinv(X) @ X
+
+
+def _unit(name, v, D):
+    v = as_float64(v, name).reshape(-1)
+    if v.shape != (D,) or abs(np.linalg.norm(v) - 1.0) > 1e-8:
+        raise ValueError(f"{name} must be a unit vector of length {D}")
+    return v
+
+
+def transfer_weights(A, X, beta, w):
+    """Kernel interpolant of the task w with the kernel K = x^T (A beta beta^T + I) x' (Appendix F).
+
+    Ridgeless kernel regression with a linear kernel x^T M x' returns the linear function
+    w_hat . x that interpolates the data and minimizes w_hat^T M^{-1} w_hat. For
+    M = A beta beta^T + I and X (P, D) of full row rank P <= D, with Pi the projector on
+    the row span of X and Pi_perp = I - Pi, the minimizer is, in closed form, ::
+
+        w_hat = Pi w + mu Pi_perp beta,   mu = A (beta . Pi w) / (1 + A |Pi beta|^2).
+
+    ``A`` >= 0 (``numpy.inf`` allowed: mu = beta.Pi w / |Pi beta|^2), ``X`` (P, D),
+    ``beta`` (D,) unit, ``w`` (D,) any target vector. Returns w_hat (D,); the test error on
+    isotropic inputs is |w_hat - w|^2.
+    """
+    Pi = _span_projector(X)
+    D = Pi.shape[0]
+    beta = _unit("beta", beta, D)
+    w = as_float64(w, "w").reshape(-1)
+    if w.shape != (D,):
+        raise ValueError(f"w must have length {D}")
+    A = float(A)
+    if not (A >= 0):
+        raise ValueError(f"A must be >= 0, got {A}")
+    g, b2 = beta @ Pi @ w, beta @ Pi @ beta
+    mu = g / b2 if math.isinf(A) else A * g / (1.0 + A * b2)
+    return Pi @ w + mu * (beta - Pi @ beta)
+
+
+def transfer_error(A, alpha, rho):
+    """Large-D limit of |w_hat - w|^2 for :func:`transfer_weights` (Appendix F).
+
+    Task w = alpha beta + sqrt(1 - alpha^2) w_perp (unit, w_perp orthogonal to beta), P
+    training inputs spanning a uniformly random subspace of R^D, D -> infinity with
+    P/D = rho in (0, 1). Then |Pi v|^2 -> rho |v|^2 and Pi-inner products concentrate, so ::
+
+        E_g = (1 - rho) [1 - alpha^2 kappa (2 - kappa)],   kappa = A rho / (1 + A rho),
+
+    with kappa = 1 for A = inf. A = 0 (the isotropic kernel) gives 1 - rho for every alpha;
+    E_g falls with A for every alpha != 0. Corrections are O(1/sqrt(D)) per draw (O(1/D) on
+    average). ``A`` >= 0 scalar, ``alpha`` array in [-1, 1], ``rho`` in (0, 1). Returns the
+    shape of ``alpha``.
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    if np.any(np.abs(alpha) > 1):
+        raise ValueError("alpha must lie in [-1, 1]")
+    rho = float(rho)
+    if not 0 < rho < 1:
+        raise ValueError(f"rho = P/D must lie in (0, 1), got {rho}")
+    A = float(A)
+    if not (A >= 0):
+        raise ValueError(f"A must be >= 0, got {A}")
+    kappa = 1.0 if math.isinf(A) else A * rho / (1.0 + A * rho)
+    return _out((1.0 - rho) * (1.0 - alpha ** 2 * kappa * (2.0 - kappa)))
+
+
+def finetune_weights(X, beta, w, s=1.0):
+    """End point of gradient flow from a trained two-layer linear net to a new task (Appendix F).
+
+    The net f = a^T W x was trained (from sigma -> 0) on the teacher s beta, so it is
+    balanced and rank one: W = a1 beta^T, |a1|^2 = s. Training it on (X, X w) with X (P, D),
+    rank P <= D, moves W only inside the row span of X (gradients have rows in it), so
+    W Pi_perp = a1 (Pi_perp beta)^T stays. The law a a^T - W W^T = const (= 0) forces
+    a = lambda a1 with lambda^2 >= |Pi_perp beta|^2 > 0, so lambda never changes sign, and the
+    interpolation condition W^T a on the span = Pi w gives lambda^2 (lambda^2 - |Pi_perp beta|^2)
+    = |Pi w|^2 / s^2. Hence ::
+
+        w_ft = Pi w + mu Pi_perp beta,   mu = s lambda,
+        lambda^2 = [b + sqrt(b^2 + 4 |Pi w|^2 / s^2)] / 2,   b = |Pi_perp beta|^2.
+
+    Exact up to O(sigma) in the pretrained weights. Returns w_ft (D,).
+    """
+    Pi = _span_projector(X)
+    D = Pi.shape[0]
+    beta = _unit("beta", beta, D)
+    w = as_float64(w, "w").reshape(-1)
+    s = _positive("s", s)
+    b = beta @ beta - beta @ Pi @ beta
+    lam2 = 0.5 * (b + math.sqrt(b * b + 4.0 * (w @ Pi @ w) / s ** 2))
+    return Pi @ w + s * math.sqrt(lam2) * (beta - Pi @ beta)
+
+
+def finetune_error(alpha, rho, s=1.0):
+    """Large-D limit of |w_ft - w|^2 for :func:`finetune_weights` (Appendix F), unit task w as in
+    :func:`transfer_error`: b -> 1 - rho, |Pi w|^2 -> rho, so ::
+
+        E_ft = (1 - rho) (1 - 2 mu alpha + mu^2),  mu = s sqrt([(1 - rho) + sqrt((1 - rho)^2 + 4 rho / s^2)] / 2),
+
+    and mu = 1 for s = 1: E_ft = 2 (1 - rho)(1 - alpha), below the isotropic 1 - rho only for
+    alpha > 1/2. Returns the shape of ``alpha``.
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    rho, s = float(rho), _positive("s", s)
+    if not 0 < rho < 1:
+        raise ValueError(f"rho = P/D must lie in (0, 1), got {rho}")
+    b = 1.0 - rho
+    mu = s * math.sqrt(0.5 * (b + math.sqrt(b * b + 4.0 * rho / s ** 2)))
+    return _out((1.0 - rho) * (1.0 - 2.0 * mu * alpha + mu * mu))
+
+
+def kernel_interpolant_linear(M, X, y):
+    """Interpolant of the linear kernel x^T M x' on (X, y), and its split (Appendix G).
+
+    With X (P, D) of full row rank P <= D, Pi the projector on its row span and
+    w_star = X^+ y the minimum-norm solution, every interpolant has Pi w = w_star, and the
+    kernel's is ::
+
+        w_K = M X^T (X M X^T)^{-1} y = w_star + Pi_perp M Pi (Pi M Pi)^+ w_star.
+
+    So w_K = w_star exactly when the off-diagonal block Pi_perp M Pi annihilates
+    (Pi M Pi)^+ w_star, e.g. when M maps the data span into itself (M = A v v^T + c I with v in
+    the span). ``M`` (D, D) positive definite. Returns (w_K from the identity, w_star), both (D,).
+    """
+    Pi = _span_projector(X)
+    M = as_float64(M, "M", ndim=2)
+    X, y = as_float64(X, "X", ndim=2), as_float64(y, "y").reshape(-1)
+    if M.shape != Pi.shape or y.shape != (X.shape[0],):
+        raise ValueError(f"need M ({Pi.shape}) and y ({X.shape[0]},)")
+    V = np.linalg.svd(X, full_matrices=False)[2].T           # (D, P) orthonormal basis of the span
+    w_star = np.linalg.pinv(X) @ y
+    # (Pi M Pi)^+ = V (V^T M V)^{-1} V^T, solved in the span's basis (no cutoff to choose)
+    inner = V @ np.linalg.solve(V.T @ M @ V, V.T @ w_star)
+    return w_star + (np.eye(Pi.shape[0]) - Pi) @ M @ inner, w_star
+
+
+def min_norm_deviation(sigma, P, D, q):
+    """Typical |w_K - w_star| / |w_star| for the NTK of a two-layer linear net (Appendix G).
+
+    Gradient flow moves W only inside the data span, W_t = W_0 Pi_perp + W_t Pi, and W_t Pi, a_t do
+    not depend on W_0 Pi_perp. So M_t = W_t^T W_t + |a_t|^2 I has Pi_perp M_t Pi = (W_0 Pi_perp)^T W_t Pi.
+    After Phase I on whitened data, W_t Pi ~ v beta^T, Pi M Pi ~ q (beta beta^T + Pi), |v|^2 ~ q,
+    w_star = s beta, and :func:`kernel_interpolant_linear` gives
+    w_K - w_star ~ (W_0 Pi_perp)^T v s / (2 q), a Gaussian vector with
+    E|.|^2 = sigma^2 (1 - P/D) s^2 / (4 q). Hence ::
+
+        |w_K - w_star| / |w_star| ~ sigma sqrt(1 - P/D) / (2 sqrt(q(t))),
+
+    valid for q >> sigma^2 (t >~ 1/s), with a chi_{D-P} spread (relative sd ~ 1/sqrt(2(D-P))).
+    ``q`` scalar or array (q = beta^T M beta / 2). Returns its shape.
+    """
+    sigma = _positive("sigma", sigma)
+    P, D = check_int("P", P), check_int("D", D)
+    if P > D:
+        raise ValueError("need P <= D")
+    q = np.asarray(q, dtype=np.float64)
+    if np.any(q <= 0):
+        raise ValueError("q must be positive")
+    return _out(sigma * math.sqrt(1.0 - P / D) / (2.0 * np.sqrt(q)))
+
+
+def imbalance_moments(widths, sigma):
+    """Expected imbalance between adjacent layers of a deep linear net (Appendix H.2).
+
+    Layers W_l (N_l x N_{l-1}), widths = (N_0 = D, N_1, ..., N_L), entries N(0, sigma^2 / N_{l-1}).
+    G_l = W_l W_l^T - W_{l+1}^T W_{l+1} (N_l x N_l, l = 1..L-1) is conserved by gradient flow, so
+    it keeps its initial value, with ::
+
+        E[G_l] = sigma^2 (1 - N_{l+1} / N_l) I_{N_l}.
+
+    (The fan-in N_{l-1} cancels; equal widths N_{l+1} = N_l cancel the mean, but the last
+    hidden layer, N_L = 1, keeps sigma^2 (1 - 1/N_{L-1}).) Fluctuations, from chi-square
+    variances: the mean diagonal tr(G_l)/N_l has sd sigma^2 sqrt(2/(N_l N_{l-1}) + 2 N_{l+1}/N_l^3),
+    an off-diagonal entry has rms sigma^2 sqrt(1/N_{l-1} + N_{l+1}/N_l^2).
+    Returns a list over l = 1..L-1 of dicts with "mean", "sd_mean_diag", "rms_off".
+    """
+    n = [check_int("width", v) for v in widths]
+    if len(n) < 3:
+        raise ValueError("need at least two layers: widths = (D, N_1, ..., N_L)")
+    s2 = _positive("sigma", sigma) ** 2
+    out = []
+    for l in range(1, len(n) - 1):
+        lo, mid, hi = n[l - 1], n[l], n[l + 1]
+        out.append({"mean": s2 * (1.0 - hi / mid),
+                    "sd_mean_diag": s2 * math.sqrt(2.0 / (mid * lo) + 2.0 * hi / mid ** 3),
+                    "rms_off": s2 * math.sqrt(1.0 / lo + hi / mid ** 2)})
+    return out
