@@ -94,3 +94,50 @@ def silent_fraction(t, loss, direction, loss_drop: float = LOSS_DROP) -> float:
     if not math.isfinite(t_drop) or not d[0] > 0:
         return math.nan
     return float(1.0 - np.interp(t_drop, t, d) / d[0])
+
+
+def summarize(traj) -> dict[str, float]:
+    """One run's row of the book's closing table: how silent it was and whose kernel machine it is.
+
+    Compares the trained network's test predictions ``f = traj.test_predictions[-1]`` with kernel
+    regression on the same test points using its initial and its final NTK
+    (:meth:`~silentlib.train.Trajectory.kernel_predictions`, paper Figure 1(b)). Silent alignment
+    (Theorem 1) predicts ``rel_Kinf`` near 0 whenever ``S`` is near 1 and ``d0`` is not tiny.
+
+    Parameters
+    ----------
+    traj : Trajectory
+        Trained with ``track_ntk=True``, ``x_test`` and ``keep_kernels=True``.
+
+    Returns
+    -------
+    dict
+        ``S``: the silent fraction (:func:`silent_fraction`; NaN if undefined); ``d0``: the kernel's
+        whole turn ``d(0) = 1 - cos(K_0, K_inf)`` (when tiny, the lazy regime, ``S`` means nothing);
+        ``rel_K0``, ``rel_Kinf``: ``|f_K - f| / |f|`` over all test outputs; ``corr_K0``,
+        ``corr_Kinf``: Pearson correlations of ``f_K`` with ``f``; ``rel_lin``: the same relative
+        error for the linearized network ``f_0 + k_0^T K_0^{-1} (y - f_0)`` (the lazy, NTK limit, which
+        keeps the initial function ``f_0`` that the small-initialization theory drops); ``loss_end``:
+        the final loss as a fraction of the initial one.
+
+    Raises
+    ------
+    ValueError
+        If the trajectory lacks tracked kernels or test predictions.
+    """
+    from .kernels import kernel_regression
+    from .stats import correlation
+
+    if traj.kernel_direction is None or traj.test_predictions is None:
+        raise ValueError("summarize needs a trajectory trained with track_ntk=True and x_test")
+    f = np.asarray(traj.test_predictions[-1], dtype=np.float64).ravel()
+    out = {"S": traj.silence(), "d0": float(traj.kernel_direction[0])}
+    for name, g in traj.kernel_predictions().items():
+        g = np.asarray(g, dtype=np.float64).ravel()
+        out["rel_" + name] = float(np.linalg.norm(g - f) / np.linalg.norm(f))
+        out["corr_" + name] = correlation(f, g)
+    resid = traj.y - traj.predictions[0]
+    lin = traj.test_predictions[0] + kernel_regression(traj.K0, traj.K0_test, resid)
+    out["rel_lin"] = float(np.linalg.norm(np.ravel(lin) - f) / np.linalg.norm(f))
+    out["loss_end"] = float(traj.loss[-1] / traj.loss[0])
+    return out
