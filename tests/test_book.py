@@ -8,7 +8,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.md"))
-PAGES = CHAPTERS + [ROOT / "index.md", ROOT / "further_reading.md"]
+PAGES = CHAPTERS + [ROOT / "index.md", ROOT / "further_reading.md", ROOT / "conventions.md"]
 
 
 def cell_option_blocks(text):
