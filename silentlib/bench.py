@@ -39,7 +39,8 @@ from . import __version__
 from . import config
 from .config import exact_matmul
 from .models import MLP, WideResNet
-from .ntk import METHODS, _gram, ntk, ntk_plan
+from .ntk import METHODS, ntk, ntk_plan
+from .ntk.products import gram as _gram
 from .train import train
 
 BENCH_METHODS = ("layerwise", "jacobian", "vp")

@@ -233,14 +233,14 @@ def _check_tf32_off_inside(device):
 
     The probe module is a subclass of nn.Identity with its own forward, so the layerwise method
     (rightly) refuses it; for that method the flags are recorded in its Gram-matrix helper instead."""
-    ntk_module = importlib.import_module("silentlib.ntk")  # the module; silentlib.ntk is the function
+    products = importlib.import_module("silentlib.ntk.products")  # where the Gram products are made
     probe = _FlagProbe()
     model = nn.Sequential(nn.Linear(4, 6), probe, nn.Linear(6, 1)).to(device).float()
     plain = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 1)).to(device).float()
     x = torch.randn(3, 4, device=device, dtype=torch.float32)
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
              torch.get_float32_matmul_precision())
-    gram = ntk_module._gram
+    gram = products.gram
 
     def recording_gram(A, B):
         probe.seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
@@ -250,7 +250,7 @@ def _check_tf32_off_inside(device):
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.set_float32_matmul_precision("medium")
-    ntk_module._gram = recording_gram
+    products.gram = recording_gram
     try:
         for method in ("layerwise", "jacobian", "vp"):
             probe.seen.clear()
@@ -262,7 +262,7 @@ def _check_tf32_off_inside(device):
             assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
             assert torch.get_float32_matmul_precision() == "medium"
     finally:
-        ntk_module._gram = gram
+        products.gram = gram
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
         torch.set_float32_matmul_precision(saved[2])
 
