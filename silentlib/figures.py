@@ -145,8 +145,8 @@ def select_chapters(chapters_dir: Path, wanted: str | None) -> list[Path]:
     return [by_number[n] for n in numbers]
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command's options."""
+def parser():
+    """The command's options (an ``argparse.ArgumentParser``)."""
     p = argparse.ArgumentParser(prog="python -m silentlib figures",
                                 description="Execute the book's chapters and write their figures.")
     p.add_argument("--scale", choices=["fast", "paper"], default="paper", help="the book's sizes (default: paper)")

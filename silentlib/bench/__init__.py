@@ -21,8 +21,8 @@ training and the generic methods on the paper's Wide-ResNet with 10 outputs. ::
     python -m silentlib bench --full --json out.json
     python -m silentlib bench --sizes 100,200,400   # one MLP, a scan over P
 
-The package by concept: :mod:`~silentlib.bench.timing` (the timed cases, :func:`run_benchmark`),
-:mod:`~silentlib.bench.grid` (:func:`run_grid`, tracking, the Wide-ResNet),
+The package by concept: :mod:`~silentlib.bench.timing` (the timed cases, :func:`~silentlib.bench.timing.run_benchmark`),
+:mod:`~silentlib.bench.grid` (:func:`~silentlib.bench.grid.run_grid`, tracking, the Wide-ResNet),
 :mod:`~silentlib.bench.peer` (neural-tangents side by side), :mod:`~silentlib.bench.report`
 (tables) and :mod:`~silentlib.bench.cli` (the command).
 """
@@ -35,7 +35,3 @@ from .report import format_report, format_table
 from .timing import (BENCH_METHODS, DEFAULT_SIZES, DTYPES, layerwise_flops, matmul_throughput,
                      run_benchmark)
 
-__all__ = ["main", "run_benchmark", "run_grid", "format_table", "format_report", "layerwise_flops",
-           "matmul_throughput", "tracking_overhead", "generic_models", "versions", "load_peer",
-           "peer_kernel_fns", "PEER_INSTALL", "PEER_IMPLEMENTATIONS", "BENCH_METHODS", "DEFAULT_SIZES",
-           "DTYPES", "FULL_GRID", "CPU_GRID"]

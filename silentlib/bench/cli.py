@@ -26,8 +26,8 @@ def main(argv=None):
         timing.CLOCK = saved
 
 
-def parser() -> argparse.ArgumentParser:
-    """The command's options."""
+def parser():
+    """The command's options (an ``argparse.ArgumentParser``)."""
     p = argparse.ArgumentParser(prog="python -m silentlib bench",
                                 description="Time the exact NTK methods against each other and the hardware.")
     p.add_argument("--full", action="store_true", help="the full grid also on a CPU (hours)")

@@ -39,7 +39,7 @@ def _baseline_cell(r, peer):
 
 
 def format_table(rows) -> str:
-    """The rows of :func:`~silentlib.bench.run_benchmark` as a table: one line per case, the three methods
+    """The rows of :func:`~silentlib.bench.timing.run_benchmark` as a table: one line per case, the three methods
     side by side (with neural-tangents' time and silentlib / neural-tangents for each method when it was
     timed)."""
     if not rows:
@@ -71,7 +71,7 @@ def _peer_cells(r, peer):
 
 
 def format_report(report) -> str:
-    """The text report of :func:`~silentlib.bench.run_grid`'s result: the table, NTK tracking and the
+    """The text report of :func:`~silentlib.bench.grid.run_grid`'s result: the table, NTK tracking and the
     Wide-ResNet."""
     lines = [format_table(report["rows"])]
     lines.insert(0, f"versions: {report['versions']}; TF32 off; {report['grid']} grid; "

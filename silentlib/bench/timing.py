@@ -136,7 +136,7 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device=None, dtype="float32", methods=
     repeats
         Timed calls per entry; the median is kept.
     peer
-        The ``neural_tangents`` module (see :func:`~silentlib.bench.load_peer`) to time its three
+        The ``neural_tangents`` module (see :func:`~silentlib.bench.peer.load_peer`) to time its three
         implementations side by side, or None.
     max_seconds
         Skip a baseline whose time extrapolated (as P^2) from the previous size exceeds this.

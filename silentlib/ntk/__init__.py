@@ -8,7 +8,7 @@
 ``"layerwise"``
     For a plain stack of linear layers and elementwise activations (a silentlib
     :class:`~silentlib.models.MLP`, or an ``nn.Sequential`` of stock ``nn.Linear``
-    and elementwise activation modules; :func:`layerwise_refusal` says why any other
+    and elementwise activation modules; :func:`~silentlib.ntk.checks.layerwise_refusal` says why any other
     model is not one): K = sum_l (H_{l-1} H_{l-1}^T [+ 1]) ⊙ (G_l G_l^T)
     (:mod:`silentlib.ntk.layerwise`).
 ``"jacobian"``
@@ -49,10 +49,6 @@ from .checks import (ELEMENTWISE, PASS_THROUGH, check_per_example, is_layerwise_
 from .memory import Plan
 from .methods import IMPLEMENTATIONS, METHODS, Call, Method
 
-__all__ = ["ntk", "ntk_plan", "Plan", "Method", "METHODS", "ELEMENTWISE", "PASS_THROUGH",
-           "layerwise_refusal", "is_layerwise_compatible", "check_per_example"]
-
-
 def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int | None = None,
         outputs=None):
     """The empirical NTK of ``model`` between inputs ``x1`` and ``x2``.
@@ -69,7 +65,7 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
         (P2, ...) inputs with the same trailing shape, or None for x2 = x1.
     method : str or Method
         ``"auto"`` (layerwise when the model allows it, else jacobian), ``"layerwise"``,
-        ``"jacobian"`` or ``"vp"`` (see :class:`Method`).
+        ``"jacobian"`` or ``"vp"`` (see :class:`~silentlib.ntk.methods.Method`).
     block_size : int, optional
         Number of inputs per block; by default chosen by :func:`ntk_plan` from the free
         memory of the model's device.
@@ -92,7 +88,7 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
         (fewer inputs, per-output blocks, ``block_size``, the CPU); also for an unknown
         method, ``"layerwise"`` on a model that is not a stack of linear layers and
         elementwise activations, a model that mixes the examples of a batch (see
-        :func:`check_per_example`), or inputs of mismatched shapes.
+        :func:`~silentlib.ntk.checks.check_per_example`), or inputs of mismatched shapes.
     """
     with exact_matmul(), torch.no_grad():
         return _ntk(model, x1, x2, Method.parse(method), block_size, outputs)
@@ -100,7 +96,7 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
 
 def ntk_plan(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int | None = None,
              outputs=None) -> Plan:
-    """The :class:`Plan` (blocks, caching, memory) :func:`ntk` would use for these arguments.
+    """The :class:`~silentlib.ntk.memory.Plan` (blocks, caching, memory) :func:`ntk` would use for these arguments.
 
     Takes the arguments of :func:`ntk` and allocates nothing. Raises the ``ValueError``
     that :func:`ntk` would raise when the kernel cannot fit.

@@ -25,7 +25,7 @@ from .generic import attributes_kept
 ELEMENTWISE = (nn.Identity, nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Softplus,
                nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.Softsign, nn.Hardtanh, nn.Mish,
                nn.Hardsigmoid, nn.Hardswish, nn.Tanhshrink, nn.LogSigmoid)
-#: Modules that do not change a (P, N) batch: flattening the input, dropout in eval mode.
+#: Modules that leave a (P, N) batch as it is (flattening the input, dropout in eval mode).
 PASS_THROUGH = (nn.Flatten, nn.Dropout)
 
 
@@ -148,7 +148,7 @@ def _kind(m):
 
 
 def _unknown(name, m):
-    """Why module m (named ``name``), which :func:`_kind` does not cover, is refused."""
+    """Why module m (named ``name``), which the formula does not cover, is refused."""
     cls = type(m).__name__
     if isinstance(m, nn.Dropout) and type(m).forward is nn.Dropout.forward:
         return f"{name} ({cls}) is dropout in training mode (random); call model.eval()"
@@ -250,7 +250,7 @@ def projection_error(model, x1, x2, K, idx, block):
 
     Both sides of this identity hold for the exact kernel; the right side needs only plain
     reverse-mode autograd (one backward pass per block of inputs), so it checks the transforms
-    (vmap, jacrev, jvp) that computed K. Tolerance 10 sqrt(eps) of |J1^T R1| |J2^T R2|.
+    (vmap, jacrev, jvp) that computed K. Tolerance 10 sqrt(eps) of ``|J1^T R1| |J2^T R2|``.
     """
     gen = torch.Generator(device=K.device).manual_seed(0)
     R1 = torch.randn(x1.shape[0], len(idx), generator=gen, dtype=K.dtype, device=K.device)

@@ -5,8 +5,8 @@ g_l^a = d f_a / d z_l, one has d f_a / d W_l = g_l^a h_{l-1}^T, so (paper, Secti
 
     K = sum_l (H_{l-1} H_{l-1}^T [+ 1 with bias]) ⊙ (G_l G_l^T),
 
-from one forward pass and one backward pass per output; G_L = I for the last layer is never
-multiplied. :func:`silentlib.ntk.layerwise_refusal` says when the formula is exact.
+computed with one forward pass and one backward pass per output; G_L = I for the last layer is never
+multiplied. :func:`silentlib.ntk.checks.layerwise_refusal` says when the formula is exact.
 """
 from __future__ import annotations
 
@@ -24,11 +24,19 @@ class Layer:
     """The factors of one nn.Linear's contribution for a block of B inputs (paper, Section 2):
     d f_a / d W = g^a h^T and d f_a / d b = g^a, so it adds (H1 H2^T [+ 1]) ⊙ (G1 G2^T).
 
-    H : (B, n_in) inputs of the layer, or None when its weight is frozen.
-    bias : whether the bias trains.
-    G : (B, C, n_out) gradients of the selected outputs with respect to the layer's output, or None
+    Attributes
+    ----------
+    H : torch.Tensor or None
+        (B, n_in) inputs of the layer, or None when its weight is frozen.
+    bias : bool
+        Whether the bias trains.
+    G : torch.Tensor or None
+        (B, C, n_out) gradients of the selected outputs with respect to the layer's output, or None
         for the last layer with nothing after it, where G1 G2^T[i, j, a, b] = delta_ab.
-    C : the number of selected outputs; x : the block's inputs.
+    C : int
+        The number of selected outputs.
+    x : torch.Tensor
+        The block's inputs (for their number, dtype and device).
     """
     H: torch.Tensor | None
     bias: bool

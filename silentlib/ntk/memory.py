@@ -23,14 +23,17 @@ from .. import config
 from .checks import flat_layers
 from .generic import attributes_kept
 
-USABLE = 0.9          # share of the free memory the kernel may take
-SYMMETRIC_BLOCKS = 4  # for K(x, x), split into at least this many row blocks (from 1024 inputs up)
-VP_CHUNK = 16         # columns (inputs x outputs) per vmapped NTK-vector product
+#: Share of the free memory the kernel may take.
+USABLE = 0.9
+#: K(x, x) of 1024 inputs or more is split into at least this many row blocks.
+SYMMETRIC_BLOCKS = 4
+#: Columns (inputs x outputs) per vmapped NTK-vector product.
+VP_CHUNK = 16
 
 
 @dataclasses.dataclass
 class Plan:
-    """How :func:`ntk` will compute a kernel, chosen from the device's free memory.
+    """How :func:`~silentlib.ntk.ntk` will compute a kernel, chosen from the device's free memory.
 
     Attributes
     ----------

@@ -11,13 +11,13 @@ from . import generic, layerwise, memory
 
 
 class Method(enum.IntEnum):
-    """How the empirical NTK K[i, j, a, b] = sum_theta df_a(x1_i)/dtheta df_b(x2_j)/dtheta is computed.
+    """How the empirical NTK K[i, j, a, b] = sum over parameters of df_a(x1_i)/dtheta df_b(x2_j)/dtheta is computed.
 
-    For P inputs, C outputs, |theta| parameters and layers of widths N_l:
+    For P inputs, C outputs, n_params parameters and layers of widths N_l:
 
     ``LAYERWISE``
         Exact closed form for a plain stack of ``nn.Linear`` layers and elementwise activations
-        (:func:`~silentlib.ntk.layerwise_refusal` says when it applies):
+        (:func:`~silentlib.ntk.checks.layerwise_refusal` says when it applies):
         K = sum_l (H_{l-1} H_{l-1}^T [+ 1]) ⊙ (G_l G_l^T) from one forward and one batched
         backward pass. Cost O(P^2 C^2 sum_l N_l), almost all of it large matrix products;
         memory per input sum_l (N_{l-1} + 1 + C N_l) for the factors, never the Jacobian. The
@@ -25,14 +25,14 @@ class Method(enum.IntEnum):
     ``JACOBIAN``
         Any module whose output for one input ignores the others of its batch: per-example
         Jacobians ``vmap(jacrev)`` over the unique trainable parameters, contracted over
-        parameters. Memory per input 2 C |theta| (the Jacobian and its concatenated copy); when
+        parameters. Memory per input 2 C n_params (the Jacobian and its concatenated copy); when
         one input's Jacobian does not fit the parameters are split into groups whose kernels
-        add up. Cost O(P^2 C^2 |theta|) in the contraction. Checked against autograd.
+        add up. Cost O(P^2 C^2 n_params) in the contraction. Checked against autograd.
     ``VP``
         NTK-vector products: K e_jb = J(x1) (J(x2_j)^T e_b), a vjp on one input and a jvp on a
-        block, vmapped over ``VP_CHUNK`` columns. Memory per column one parameter-sized tangent
-        and the block's activations, no Jacobian at all: the choice for large models on few
-        inputs. Cost about P2 C forward-and-backward passes over the P1 rows, so it scales with
+        block, vmapped over :data:`~silentlib.ntk.memory.VP_CHUNK` columns. Memory per column
+        one parameter-sized tangent and the block's activations, no Jacobian at all: the choice
+        for large models on few inputs. Cost about P2 C forward-and-backward passes over the P1 rows, so it scales with
         P^2 like a network evaluation rather than a matrix product. Checked against autograd.
     ``AUTO``
         ``LAYERWISE`` where it is exact, else ``JACOBIAN``, recomputed with ``VP`` if the
@@ -93,7 +93,7 @@ class Implementation:
     checked: bool
 
 
-#: The one dispatch table: each method's computation, memory model and check.
+#: The one dispatch table, from each method to its computation, memory model and check.
 IMPLEMENTATIONS = {
     Method.LAYERWISE: Implementation(layerwise.compute, memory.layerwise_needs, checked=False),
     Method.JACOBIAN: Implementation(generic.compute_jacobian, memory.jacobian_needs, checked=True),
