@@ -285,3 +285,25 @@ def test_cuda_matches_cpu_and_tf32_off():
         # with TF32 the error would be ~1e-3; exact float32 stays near 1e-6
         assert rel_err(K32.double().cpu(), K_cpu) < 1e-4, method
     _check_tf32_off_inside("cuda")
+
+
+@pytest.mark.parametrize("others, inside", [(5.0, 1), (0.0, 2), (None, 2)])
+def test_busy_cores_mean_fewer_threads_inside_ntk_and_the_setting_is_restored(monkeypatch, others, inside):
+    """With two torch threads on two cores: while other processes keep the cores busy, ntk computes on
+    one thread; on idle cores (or without /proc/stat) on two; afterwards torch has two again."""
+    products = importlib.import_module("silentlib.ntk.products")
+    monkeypatch.setattr(products, "others_busy", lambda: others)
+    monkeypatch.setattr(products, "_cores", lambda: 2)
+    seen, gram = [], products.gram
+    monkeypatch.setattr(products, "gram", lambda A, B: seen.append(torch.get_num_threads()) or gram(A, B))
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+        K = sl.ntk(model, torch.randn(5, 4, dtype=torch.float64))
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(saved)
+    assert seen and set(seen) == {inside}, seen
+    assert after == 2
+    assert K.shape == (5, 5, 2, 2)

@@ -33,7 +33,9 @@ free memory of the model's device, or raises ``ValueError`` saying what is neede
 to change (:mod:`silentlib.ntk.memory`). For one set of inputs (``x2=None``) only the
 blocks on and above the diagonal are computed, and within a diagonal block a staircase on
 and above the diagonal; the rest is their transpose. Everything runs in the model's dtype
-(a ``.double()`` model gives float64 kernels) and never in TF32.
+(a ``.double()`` model gives float64 kernels) and never in TF32. On a CPU whose cores other
+processes keep busy, a call computes on fewer threads than torch's setting
+(:func:`~silentlib.ntk.products.cpu_threads`), which it restores afterwards.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ import torch
 from torch import nn
 
 from ..config import exact_matmul
-from . import checks, memory
+from . import checks, memory, products
 from .checks import (ELEMENTWISE, PASS_THROUGH, check_per_example, is_layerwise_compatible,
                      layerwise_refusal)
 from .memory import Plan
@@ -112,9 +114,10 @@ def _plan(model, call, block_size):
 def _ntk(model, x1, x2, requested, block_size, outputs):
     call = _prepare(model, x1, x2, requested, outputs)
     plan = _plan(model, call, block_size)
-    K = IMPLEMENTATIONS[call.method].compute(model, call, plan)
-    if IMPLEMENTATIONS[call.method].checked:  # the layerwise formula is exact by its refusals
-        K = _checked(model, call, plan, K, requested, block_size)
+    with products.cpu_threads(call.ref.device):  # fewer threads while other processes hold the cores
+        K = IMPLEMENTATIONS[call.method].compute(model, call, plan)
+        if IMPLEMENTATIONS[call.method].checked:  # the layerwise formula is exact by its refusals
+            K = _checked(model, call, plan, K, requested, block_size)
     return K[:, :, 0, 0] if call.scalar else K
 
 
