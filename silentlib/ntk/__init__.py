@@ -92,8 +92,11 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
         elementwise activations, a model that mixes the examples of a batch (see
         :func:`~silentlib.ntk.checks.check_per_example`), or inputs of mismatched shapes.
     """
-    with exact_matmul(), torch.no_grad():
-        return _ntk(model, x1, x2, Method.parse(method), block_size, outputs)
+    method = Method.parse(method)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    # fewer CPU threads while other processes hold the cores (products.cpu_threads)
+    with exact_matmul(), torch.no_grad(), products.cpu_threads(device):
+        return _ntk(model, x1, x2, method, block_size, outputs)
 
 
 def ntk_plan(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int | None = None,
@@ -114,10 +117,9 @@ def _plan(model, call, block_size):
 def _ntk(model, x1, x2, requested, block_size, outputs):
     call = _prepare(model, x1, x2, requested, outputs)
     plan = _plan(model, call, block_size)
-    with products.cpu_threads(call.ref.device):  # fewer threads while other processes hold the cores
-        K = IMPLEMENTATIONS[call.method].compute(model, call, plan)
-        if IMPLEMENTATIONS[call.method].checked:  # the layerwise formula is exact by its refusals
-            K = _checked(model, call, plan, K, requested, block_size)
+    K = IMPLEMENTATIONS[call.method].compute(model, call, plan)
+    if IMPLEMENTATIONS[call.method].checked:  # the layerwise formula is exact by its refusals
+        K = _checked(model, call, plan, K, requested, block_size)
     return K[:, :, 0, 0] if call.scalar else K
 
 
