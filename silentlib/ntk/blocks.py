@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 STAIRCASE_STEPS = 4   # a diagonal block of K(x, x) is computed in this many row steps ...
-STAIRCASE_MIN_ROWS = 32  # ... of at least this many inputs
+STAIRCASE_MIN_ROWS = 32  # ... of at least this many inputs ...
+STAIRCASE_MIN_ENTRIES = 512  # ... when it has at least this many rows B C (below, one product is faster)
 
 
 def edges(P, b):
@@ -73,12 +74,18 @@ def accumulate(out, f1, f2, terms, *, first):
     For a diagonal block of K(x, x) (``f1 is f2``) only a staircase on and above the diagonal is
     computed, rows i0..i1 against the columns from i0 on, in about four steps (62.5 % of the
     products); the rest is its transpose, and the small squares on the diagonal are averaged with
-    their transpose so that the block is exactly symmetric.
+    their transpose so that the block is exactly symmetric. A block of fewer than
+    ``STAIRCASE_MIN_ENTRIES`` rows B C is one product, averaged with its transpose (on a CPU,
+    the skinny products of its staircase would take longer).
     """
+    B, C = out.shape[0], out.shape[2]
     if f1 is not f2:
         _store(out, terms(f1, f2, slice(None), slice(None)), first)
         return
-    B = out.shape[0]
+    if B * C < STAIRCASE_MIN_ENTRIES:  # a small block in one product, averaged with its transpose
+        full = terms(f1, f1, slice(None), slice(None)).reshape(B * C, B * C)
+        _store(out, ((full + full.T) / 2).view(B, C, B, C), first)
+        return
     step = max(STAIRCASE_MIN_ROWS, -(-B // STAIRCASE_STEPS))
     steps = edges(B, step)
     for i0, i1 in steps:

@@ -110,7 +110,7 @@ def features(layers, x, idx):
             if i > trainable[0]:
                 W = m.weight
                 g = W[idx].unsqueeze(0) if g is None else \
-                    products.gram(g.reshape(-1, W.shape[0]), W.T).view(g.shape[0], len(idx), W.shape[1])
+                    (g.reshape(-1, W.shape[0]) @ W).view(g.shape[0], len(idx), W.shape[1])
         elif kind == "act" and saved[i] is not None:
             if g is None:
                 C_out = h.shape[-1] if h.ndim == 2 else 1
