@@ -12,7 +12,7 @@
   computed in TF32 (NVIDIA GPUs otherwise may use TF32, which keeps only 10
   mantissa bits and would spoil kernel comparisons at the 1e-3 level).
 * :func:`device_name`, :func:`free_memory` -- what the device is and how much room it has.
-* :func:`as_batch`, :func:`as_float64`, :func:`check_int` -- the library's checks of its inputs
+* :func:`as_batch`, :func:`as_float64`, :func:`check_int` (:func:`is_int`) -- the library's checks of its inputs
   (one each, shared by every module: tensors for training, float64 arrays for the analysis).
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import platform
 
 import numpy as np
 import torch
@@ -48,10 +49,21 @@ def device() -> torch.device:
     return dev
 
 
-def device_name() -> str:
-    """The name of :func:`device`: the GPU's (e.g. "NVIDIA H100 80GB HBM3") or "CPU"."""
-    dev = device()
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+def device_name(dev: torch.device | str | None = None, *, detailed: bool = False) -> str:
+    """A readable name for ``dev`` (default :func:`device`): the GPU's (e.g. "NVIDIA H100 80GB HBM3"),
+    or "CPU"; with ``detailed``, the CPU's model and torch's thread count (the benchmark's reports)."""
+    dev = device() if dev is None else torch.device(dev)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    if not detailed:
+        return "CPU"
+    name = platform.processor() or "CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name} ({torch.get_num_threads()} threads)"
 
 
 def scale() -> str:
@@ -176,11 +188,17 @@ def as_float64(a, name: str, *, ndim: int | None = None, finite: bool = True) ->
     return a
 
 
+def is_int(value) -> bool:
+    """Whether ``value`` is a Python or numpy integer (not a bool, a float such as 3.0, or a string)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_int(name: str, value, minimum: int = 1) -> int:
     """``value`` as an int, or ``ValueError`` naming ``name`` unless it is an integer >= ``minimum``.
 
-    Python and numpy integers are accepted; bools, floats (even 3.0) and strings are not.
+    Python and numpy integers are accepted; bools, floats (even 3.0) and strings are not
+    (:func:`is_int`). The library's one check of counts and sizes.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import importlib.util
 import json
 import os
@@ -144,6 +145,26 @@ def select_chapters(chapters_dir: Path, wanted: str | None) -> list[Path]:
     return [by_number[n] for n in numbers]
 
 
+def parser():
+    """The command's options (an ``argparse.ArgumentParser``)."""
+    p = argparse.ArgumentParser(prog="python -m silentlib figures",
+                                description="Execute the book's chapters and write their figures.")
+    p.add_argument("--scale", choices=["fast", "paper"], default="paper", help="the book's sizes (default: paper)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="default: cuda when available, else cpu")
+    p.add_argument("--out", required=True, type=Path, help="folder for the PNGs, notebooks/ and summary.json")
+    p.add_argument("--chapters", default=None, help="comma-separated chapter numbers (default: all)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="SILENT_SEED for every chapter (default: the environment's, else 0)")
+    p.add_argument("--keep-going", action="store_true",
+                   help="run every cell after a failing one and report every failing cell")
+    p.add_argument("--cell-timeout", type=float, default=3600,
+                   help="seconds after which a still-running cell fails its chapter (default 3600)")
+    p.add_argument("--chapters-dir", type=Path, default=None,
+                   help="folder of the chapter .md files (default: the repository's chapters/)")
+    return p
+
+
 def main(argv=None) -> int:
     """Run the command; returns 0 when every chapter passed, 1 otherwise.
 
@@ -151,24 +172,10 @@ def main(argv=None) -> int:
     (``BOOK_TOOLS``) are not installed or there is no chapters folder, as from an
     installed wheel: the command needs a checkout of the book with its requirements.
     """
-    parser = argparse.ArgumentParser(prog="python -m silentlib figures",
-                                     description="Execute the book's chapters and write their figures.")
-    parser.add_argument("--scale", choices=["fast", "paper"], default="paper", help="the book's sizes (default: paper)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
-                        help="default: cuda when available, else cpu")
-    parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs, notebooks/ and summary.json")
-    parser.add_argument("--chapters", default=None, help="comma-separated chapter numbers (default: all)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="SILENT_SEED for every chapter (default: the environment's, else 0)")
-    parser.add_argument("--keep-going", action="store_true",
-                        help="run every cell after a failing one and report every failing cell")
-    parser.add_argument("--cell-timeout", type=float, default=3600,
-                        help="seconds after which a still-running cell fails its chapter (default 3600)")
-    parser.add_argument("--chapters-dir", type=Path, default=None,
-                        help="folder of the chapter .md files (default: the repository's chapters/)")
-    args = parser.parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if args.seed is not None and args.seed < 0:
-        parser.error(f"--seed must be a non-negative integer, got {args.seed}")
+        p.error(f"--seed must be a non-negative integer, got {args.seed}")
     missing = missing_tools()
     if missing:
         print(f"python -m silentlib figures executes the book's chapters and needs {', '.join(missing)}, "
@@ -176,8 +183,8 @@ def main(argv=None) -> int:
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but this torch has no CUDA device (torch.cuda.is_available() is False); "
-                     "use --device cpu")
+        p.error("--device cuda, but this torch has no CUDA device (torch.cuda.is_available() is False); "
+                "use --device cpu")
     chapters_dir = args.chapters_dir or default_chapters_dir()
     if not chapters_dir.is_dir():
         print(f"python -m silentlib figures: no chapters folder at {chapters_dir}; {NEEDS_BOOK}, "
@@ -186,33 +193,49 @@ def main(argv=None) -> int:
     try:
         paths = select_chapters(chapters_dir, args.chapters)
     except ValueError as err:
-        parser.error(str(err))
+        p.error(str(err))
     if not paths:
-        parser.error(f"no chapter .md files in {chapters_dir}")
+        p.error(f"no chapter .md files in {chapters_dir}")
     args.out.mkdir(parents=True, exist_ok=True)
+    with _book_environment(args.scale, device, args.seed):
+        try:
+            seed = config.seed()
+        except ValueError as err:
+            p.error(str(err))
+        start = time.perf_counter()
+        rows = [_run_and_report(path, args) for path in paths]
+    return _summarize(rows, time.perf_counter() - start, args, device, seed)
 
+
+@contextlib.contextmanager
+def _book_environment(scale, device, seed):
+    """SILENT_SCALE, SILENT_DEVICE, SILENT_STATIC (and SILENT_SEED) set for the block, which the
+    chapters' kernels inherit; the previous values put back afterwards."""
     saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(SILENT_SCALE=args.scale, SILENT_DEVICE=device,  # the kernels inherit them
+    os.environ.update(SILENT_SCALE=scale, SILENT_DEVICE=device,
                       SILENT_STATIC="1")  # sliders draw once (see silentlib.widgets)
-    if args.seed is not None:
-        os.environ["SILENT_SEED"] = str(args.seed)
+    if seed is not None:
+        os.environ["SILENT_SEED"] = str(seed)
     try:
-        seed = config.seed()
-    except ValueError as err:
-        parser.error(str(err))
-    start, rows = time.perf_counter(), []
-    try:
-        for path in paths:
-            rows.append(run_chapter(path, args.out, args.cell_timeout, args.keep_going))
-            for error in rows[-1]["errors"] or ([rows[-1]["error"]] if rows[-1]["error"] else []):
-                tqdm.write(f"{path.stem}: FAILED: {error}")
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    total = time.perf_counter() - start
+
+
+def _run_and_report(path, args):
+    """:func:`run_chapter`, each failing cell written out as it is found."""
+    row = run_chapter(path, args.out, args.cell_timeout, args.keep_going)
+    for error in row["errors"] or ([row["error"]] if row["error"] else []):
+        tqdm.write(f"{path.stem}: FAILED: {error}")
+    return row
+
+
+def _summarize(rows, total, args, device, seed):
+    """Print the table of chapters, write summary.json; 0 when every chapter passed, else 1."""
     passed = all(r["status"] == "passed" for r in rows)
     width = max(len(r["chapter"]) for r in rows)
     print(f"\n{'chapter':{width}}  status  figures  seconds")

@@ -54,6 +54,8 @@ import math
 import numbers
 import os
 
+from .config import check_int, is_int
+
 __all__ = ["slider", "defaults", "grid", "StaticSlider", "SLIDER_JS", "MAX_FRAMES", "FRAME_DPI", "LOG_POSITIONS"]
 
 #: Most frames one headless slider draws (the product of its grids' sizes); ``SILENT_SLIDER_FRAMES`` overrides.
@@ -62,10 +64,6 @@ MAX_FRAMES = 40
 FRAME_DPI = 72
 #: Positions of a log range on the full grid (as many as the live FloatLogSlider's steps, 101).
 LOG_POSITIONS = 101
-
-
-def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _parse(name, spec):
@@ -80,7 +78,7 @@ def _parse(name, spec):
         if not (hi > lo and step > 0 and lo <= value <= hi):
             raise ValueError(f"slider {name!r}: expected (lo, hi, step, value) with lo < hi, "
                              f"step > 0 and lo <= value <= hi, got {spec}")
-        kind = "int" if all(_is_int(v) for v in spec) else "float"
+        kind = "int" if all(is_int(v) for v in spec) else "float"
         return kind, (lo, hi, step), value
     if isinstance(spec, tuple) and spec and spec[0] == "log":
         raise ValueError(f"slider {name!r}: a log range is ('log', lo, hi, value), got {spec}")
@@ -168,7 +166,12 @@ def grid(max_frames=None, **ranges) -> dict:
     ``SILENT_SLIDER_FRAMES``); see the module docstring for how the grids are coarsened.
     """
     if max_frames is None:
-        max_frames = int(os.environ.get("SILENT_SLIDER_FRAMES", MAX_FRAMES))
+        env = os.environ.get("SILENT_SLIDER_FRAMES", "").strip()
+        try:
+            max_frames = int(env) if env else MAX_FRAMES
+        except ValueError:
+            raise ValueError(f"SILENT_SLIDER_FRAMES must be a positive integer, got {env!r}") from None
+    max_frames = check_int("max_frames", max_frames)
     parsed = {name: _parse(name, spec) for name, spec in ranges.items()}
     full = {name: _positions(p[0], p[1]) for name, p in parsed.items()}
     n = {name: min(1 if full[name] == 1 else 2, full[name]) for name in parsed}

@@ -233,14 +233,14 @@ def _check_tf32_off_inside(device):
 
     The probe module is a subclass of nn.Identity with its own forward, so the layerwise method
     (rightly) refuses it; for that method the flags are recorded in its Gram-matrix helper instead."""
-    ntk_module = importlib.import_module("silentlib.ntk")  # the module; silentlib.ntk is the function
+    products = importlib.import_module("silentlib.ntk.products")  # where the Gram products are made
     probe = _FlagProbe()
     model = nn.Sequential(nn.Linear(4, 6), probe, nn.Linear(6, 1)).to(device).float()
     plain = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 1)).to(device).float()
     x = torch.randn(3, 4, device=device, dtype=torch.float32)
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
              torch.get_float32_matmul_precision())
-    gram = ntk_module._gram
+    gram = products.gram
 
     def recording_gram(A, B):
         probe.seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
@@ -250,7 +250,7 @@ def _check_tf32_off_inside(device):
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.set_float32_matmul_precision("medium")
-    ntk_module._gram = recording_gram
+    products.gram = recording_gram
     try:
         for method in ("layerwise", "jacobian", "vp"):
             probe.seen.clear()
@@ -262,7 +262,7 @@ def _check_tf32_off_inside(device):
             assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
             assert torch.get_float32_matmul_precision() == "medium"
     finally:
-        ntk_module._gram = gram
+        products.gram = gram
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
         torch.set_float32_matmul_precision(saved[2])
 
@@ -285,3 +285,25 @@ def test_cuda_matches_cpu_and_tf32_off():
         # with TF32 the error would be ~1e-3; exact float32 stays near 1e-6
         assert rel_err(K32.double().cpu(), K_cpu) < 1e-4, method
     _check_tf32_off_inside("cuda")
+
+
+@pytest.mark.parametrize("others, inside", [(5.0, 1), (0.0, 2), (None, 2)])
+def test_busy_cores_mean_fewer_threads_inside_ntk_and_the_setting_is_restored(monkeypatch, others, inside):
+    """With two torch threads on two cores: while other processes keep the cores busy, ntk computes on
+    one thread; on idle cores (or without /proc/stat) on two; afterwards torch has two again."""
+    products = importlib.import_module("silentlib.ntk.products")
+    monkeypatch.setattr(products, "others_busy", lambda: others)
+    monkeypatch.setattr(products, "_cores", lambda: 2)
+    seen, gram = [], products.gram
+    monkeypatch.setattr(products, "gram", lambda A, B: seen.append(torch.get_num_threads()) or gram(A, B))
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+        K = sl.ntk(model, torch.randn(5, 4, dtype=torch.float64))
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(saved)
+    assert seen and set(seen) == {inside}, seen
+    assert after == 2
+    assert K.shape == (5, 5, 2, 2)

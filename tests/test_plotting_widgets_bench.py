@@ -63,6 +63,26 @@ def test_prediction_scatter_correlations():
         plotting.plot_prediction_scatter(ax, nn, {"bad": nn[:5]})
 
 
+def test_nonlinear_run_scatters_the_trajectorys_kernel_predictions():
+    """The scatter's correlations are those of traj.kernel_predictions() with the network; labels other
+    than the trajectory's own are refused."""
+    gen = torch.Generator().manual_seed(0)
+    x, x_test = torch.randn(12, 3, generator=gen), torch.randn(7, 3, generator=gen)
+    y = torch.sign(x[:, 0])
+    model = sl.MLP(3, 16, 2, activation="relu", sigma=0.5)
+    model.reset_parameters(torch.Generator().manual_seed(1))
+    traj = sl.train(model, x, y, lr=0.5, t_max=20.0, n_records=5, x_test=x_test, progress=False)
+    fig, (a, b) = plt.subplots(1, 2)
+    corr = plotting.plot_nonlinear_run(a, b, traj, y)
+    kr = traj.kernel_predictions()
+    net = traj.test_predictions[-1]
+    assert corr["$K_0$"] == pytest.approx(stats.correlation(net, kr["K0"]), rel=1e-12)
+    assert corr[r"$K_\infty$"] == pytest.approx(stats.correlation(net, kr["Kinf"]), rel=1e-12)
+    assert plotting.plot_nonlinear_run(a, None, traj) == {}
+    with pytest.raises(ValueError, match="labels the trajectory was trained on"):
+        plotting.plot_nonlinear_run(a, b, traj, -y)
+
+
 def test_scale_note(monkeypatch):
     fig = plt.figure()
     monkeypatch.setenv("SILENT_SCALE", "paper")

@@ -214,14 +214,17 @@ def plot_whitening_sweep(axes, runs, *, cmap="viridis"):
     return axes
 
 
-def plot_nonlinear_run(ax_dyn, ax_scatter, traj, y_train, *, title=None, log_time=False):
+def plot_nonlinear_run(ax_dyn, ax_scatter, traj, y_train=None, *, title=None, log_time=False):
     """One trained network as in the paper's Figure 1: dynamics (left) and test predictions (right).
 
     ``ax_dyn`` gets :func:`~silentlib.plotting.dynamics.plot_trajectory` of ``traj`` (loss, kernel norm and alignment);
     ``ax_scatter`` (may be None) gets :func:`plot_prediction_scatter` of the network's final test
-    predictions against kernel regression with the initial and the final NTK (``traj`` must have
-    been trained with ``x_test``). Returns {"$K_0$": r0, "$K_\\infty$": r_inf}, the Pearson
-    correlations with the network (empty when ``ax_scatter`` is None).
+    predictions against kernel regression with the initial and the final NTK,
+    :meth:`Trajectory.kernel_predictions <silentlib.train.Trajectory.kernel_predictions>` (``traj``
+    must have been trained with ``x_test``). ``y_train``, when given, must be the (P,) or (P, C)
+    labels ``traj`` was trained on (a check; the labels are the trajectory's own). Returns
+    {"$K_0$": r0, "$K_\\infty$": r_inf}, the Pearson correlations with the network (empty when
+    ``ax_scatter`` is None).
     """
     plot_trajectory(traj, ax=ax_dyn, log_time=log_time)
     if title:
@@ -230,8 +233,13 @@ def plot_nonlinear_run(ax_dyn, ax_scatter, traj, y_train, *, title=None, log_tim
         return {}
     if traj.test_predictions is None:
         raise ValueError("the trajectory has no test predictions; train with x_test=...")
-    preds = {"$K_0$": kernel_regression(traj.K0, traj.K0_test, y_train),
-             r"$K_\infty$": kernel_regression(traj.Kinf, traj.Kinf_test, y_train)}
+    if y_train is not None:
+        y = as_float64(y_train, "y_train")
+        if y.size != traj.y.size or not np.allclose(y.reshape(-1), traj.y.reshape(-1)):
+            raise ValueError(f"y_train (shape {y.shape}) is not the labels the trajectory was trained on "
+                             f"(shape {traj.y.shape}); pass those, or leave y_train out")
+    kr = traj.kernel_predictions()
+    preds = {"$K_0$": kr["K0"], r"$K_\infty$": kr["Kinf"]}
     out = plot_prediction_scatter(ax_scatter, traj.test_predictions[-1], preds,
                                   xlabel="network (test points)", ylabel="kernel regression")
     if title:
