@@ -43,9 +43,9 @@ def kernel_direction_change(kernels, K_final) -> np.ndarray:
     Parameters
     ----------
     kernels : array_like
-        (n, ...) the kernels K_t, e.g. :attr:`Trajectory.kernels` (n, P, P) or (n, P, P, C, C).
+        (n, ...) the kernels K_t, e.g. :attr:`~silentlib.train.Trajectory.kernels` (n, P, P) or (n, P, P, C, C).
     K_final : array_like
-        The final kernel, the shape of one K_t (e.g. :attr:`Trajectory.Kinf`).
+        The final kernel, the shape of one K_t (e.g. :attr:`~silentlib.train.Trajectory.Kinf`).
 
     Returns
     -------

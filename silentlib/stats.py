@@ -51,9 +51,9 @@ def crossing_time(t, values, level: float, *, decreasing: bool = False) -> float
     Parameters
     ----------
     t : array_like
-        (n,) increasing record times (e.g. :attr:`Trajectory.t`).
+        (n,) increasing record times (e.g. :attr:`~silentlib.train.Trajectory.t`).
     values : array_like
-        (n,) the curve at those times (e.g. :attr:`Trajectory.alignment`).
+        (n,) the curve at those times (e.g. :attr:`~silentlib.train.Trajectory.alignment`).
     level : float
         The level to cross.
     decreasing : bool

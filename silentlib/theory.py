@@ -654,9 +654,9 @@ def transfer_weights(A, X, beta, w):
 
         w_hat = Pi w + mu Pi_perp beta,   mu = A (beta . Pi w) / (1 + A |Pi beta|^2).
 
-    ``A`` >= 0 (``numpy.inf`` allowed: mu = beta.Pi w / |Pi beta|^2), ``X`` (P, D),
+    ``A`` >= 0 (``numpy.inf`` allowed: mu = beta.Pi w / ‖Pi beta‖^2), ``X`` (P, D),
     ``beta`` (D,) unit, ``w`` (D,) any target vector. Returns w_hat (D,); the test error on
-    isotropic inputs is |w_hat - w|^2.
+    isotropic inputs is ‖w_hat - w‖^2.
     """
     Pi = _span_projector(X)
     D = Pi.shape[0]
@@ -673,11 +673,11 @@ def transfer_weights(A, X, beta, w):
 
 
 def transfer_error(A, alpha, rho):
-    """Large-D limit of |w_hat - w|^2 for :func:`transfer_weights` (Appendix F).
+    """Large-D limit of ‖w_hat - w‖^2 for :func:`transfer_weights` (Appendix F).
 
     Task w = alpha beta + sqrt(1 - alpha^2) w_perp (unit, w_perp orthogonal to beta), P
     training inputs spanning a uniformly random subspace of R^D, D -> infinity with
-    P/D = rho in (0, 1). Then |Pi v|^2 -> rho |v|^2 and Pi-inner products concentrate, so ::
+    P/D = rho in (0, 1). Then ‖Pi v‖^2 -> rho ‖v‖^2 and Pi-inner products concentrate, so ::
 
         E_g = (1 - rho) [1 - alpha^2 kappa (2 - kappa)],   kappa = A rho / (1 + A rho),
 
@@ -703,12 +703,12 @@ def finetune_weights(X, beta, w, s=1.0):
     """End point of gradient flow from a trained two-layer linear net to a new task (Appendix F).
 
     The net f = a^T W x was trained (from sigma -> 0) on the teacher s beta, so it is
-    balanced and rank one: W = a1 beta^T, |a1|^2 = s. Training it on (X, X w) with X (P, D),
+    balanced and rank one: W = a1 beta^T, ‖a1‖^2 = s. Training it on (X, X w) with X (P, D),
     rank P <= D, moves W only inside the row span of X (gradients have rows in it), so
     W Pi_perp = a1 (Pi_perp beta)^T stays. The law a a^T - W W^T = const (= 0) forces
-    a = lambda a1 with lambda^2 >= |Pi_perp beta|^2 > 0, so lambda never changes sign, and the
-    interpolation condition W^T a on the span = Pi w gives lambda^2 (lambda^2 - |Pi_perp beta|^2)
-    = |Pi w|^2 / s^2. Hence ::
+    a = lambda a1 with lambda^2 >= ‖Pi_perp beta‖^2 > 0, so lambda never changes sign, and the
+    interpolation condition W^T a on the span = Pi w gives lambda^2 (lambda^2 - ‖Pi_perp beta‖^2)
+    = ‖Pi w‖^2 / s^2. Hence ::
 
         w_ft = Pi w + mu Pi_perp beta,   mu = s lambda,
         lambda^2 = [b + sqrt(b^2 + 4 |Pi w|^2 / s^2)] / 2,   b = |Pi_perp beta|^2.
@@ -726,8 +726,8 @@ def finetune_weights(X, beta, w, s=1.0):
 
 
 def finetune_error(alpha, rho, s=1.0):
-    """Large-D limit of |w_ft - w|^2 for :func:`finetune_weights` (Appendix F), unit task w as in
-    :func:`transfer_error`: b -> 1 - rho, |Pi w|^2 -> rho, so ::
+    """Large-D limit of ‖w_ft - w‖^2 for :func:`finetune_weights` (Appendix F), unit task w as in
+    :func:`transfer_error`: b -> 1 - rho, ‖Pi w‖^2 -> rho, so ::
 
         E_ft = (1 - rho) (1 - 2 mu alpha + mu^2),  mu = s sqrt([(1 - rho) + sqrt((1 - rho)^2 + 4 rho / s^2)] / 2),
 
@@ -769,14 +769,14 @@ def kernel_interpolant_linear(M, X, y):
 
 
 def min_norm_deviation(sigma, P, D, q):
-    """Typical |w_K - w_star| / |w_star| for the NTK of a two-layer linear net (Appendix G).
+    """Typical ‖w_K - w_star‖ / ‖w_star‖ for the NTK of a two-layer linear net (Appendix G).
 
     Gradient flow moves W only inside the data span, W_t = W_0 Pi_perp + W_t Pi, and W_t Pi, a_t do
-    not depend on W_0 Pi_perp. So M_t = W_t^T W_t + |a_t|^2 I has Pi_perp M_t Pi = (W_0 Pi_perp)^T W_t Pi.
-    After Phase I on whitened data, W_t Pi ~ v beta^T, Pi M Pi ~ q (beta beta^T + Pi), |v|^2 ~ q,
+    not depend on W_0 Pi_perp. So M_t = W_t^T W_t + ‖a_t‖^2 I has Pi_perp M_t Pi = (W_0 Pi_perp)^T W_t Pi.
+    After Phase I on whitened data, W_t Pi ~ v beta^T, Pi M Pi ~ q (beta beta^T + Pi), ‖v‖^2 ~ q,
     w_star = s beta, and :func:`kernel_interpolant_linear` gives
     w_K - w_star ~ (W_0 Pi_perp)^T v s / (2 q), a Gaussian vector with
-    E|.|^2 = sigma^2 (1 - P/D) s^2 / (4 q). Hence ::
+    E‖.‖^2 = sigma^2 (1 - P/D) s^2 / (4 q). Hence ::
 
         |w_K - w_star| / |w_star| ~ sigma sqrt(1 - P/D) / (2 sqrt(q(t))),
 

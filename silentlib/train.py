@@ -140,7 +140,7 @@ class Trajectory:
 
     def time_to_loss_fraction(self, fraction: float = 0.5) -> float:
         """First time at which ``loss / loss[0] <= fraction``, interpolated linearly between
-        records (as :func:`crossing_time`); ``inf`` if never (e.g. the paper's half-loss time
+        records (as :func:`~silentlib.stats.crossing_time`); ``inf`` if never (e.g. the paper's half-loss time
         for ``fraction=0.5``)."""
         return crossing_time(self.t, self.loss / self.loss[0], fraction, decreasing=True)
 
