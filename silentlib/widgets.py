@@ -341,11 +341,14 @@ def slider(plot_fn, **ranges):
     **ranges
         ``name=spec``, see the module docstring.
 
-    Returns the ``interactive`` widget (display it, or leave it as the cell's
-    last expression). With ``SILENT_STATIC`` set, a :class:`StaticSlider` (HTML sliders
-    over frames of ``plot_fn`` drawn in advance on the grid :func:`grid` gives; no
-    ipywidgets). Without ipywidgets otherwise, None, ``plot_fn`` having been called
-    once with the default values.
+    Returns
+    -------
+    ipywidgets.interactive, StaticSlider or None
+        The ``interactive`` widget (display it, or leave it as the cell's
+        last expression). With ``SILENT_STATIC`` set, a :class:`StaticSlider` (HTML sliders
+        over frames of ``plot_fn`` drawn in advance on the grid :func:`grid` gives; no
+        ipywidgets). Without ipywidgets otherwise, None, ``plot_fn`` having been called
+        once with the default values.
     """
     parsed = {name: _parse(name, spec) for name, spec in ranges.items()}
     values = {name: p[2] for name, p in parsed.items()}

@@ -269,3 +269,21 @@ def test_the_wheel_works_in_a_fresh_environment_outside_the_repository(tmp_path)
                cwd=work, timeout=300, env=env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert BOOK_MESSAGE in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_docstring_sections_parse_as_numpydoc():
+    """Text after a Parameters section needs its own section header (Returns, Notes, ...), or napoleon
+    turns each of its lines into a bogus parameter (a wide bold "name" that breaks the phone layout)."""
+    from sphinx.ext.napoleon import Config
+    from sphinx.ext.napoleon.docstring import NumpyDocstring
+    config = Config(napoleon_use_param=True, napoleon_use_rtype=True)
+    name_ok = re.compile(r"(\\?\*){0,2}\w+(, (\\?\*){0,2}\w+)*")
+    for module_name in submodules():
+        for name, obj in public_objects(module_name).items():
+            members = [obj] + [v for v in vars(obj).values() if inspect.isfunction(v)] if inspect.isclass(obj) else [obj]
+            for member in members:
+                doc = inspect.getdoc(member) or ""
+                for line in str(NumpyDocstring(doc, config)).splitlines():
+                    m = re.match(r":param (.+?):", line)
+                    assert not m or name_ok.fullmatch(m.group(1).strip()), \
+                        f"{module_name}.{name}: napoleon reads {m.group(1)!r} as a parameter name"

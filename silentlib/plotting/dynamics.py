@@ -44,7 +44,10 @@ def plot_dynamics(ax, t, *, loss=None, alignment=None, kernel_norm=None, normali
         Extra keyword arguments for every ``ax.plot`` call (e.g. ``alpha``,
         ``linestyle``); a ``color`` here overrides the house colours.
 
-    Returns ``ax``.
+    Returns
+    -------
+    matplotlib.axes.Axes
+        ``ax``.
     """
     t = as_curve(t, "t")
     loss, alignment, kernel_norm = (as_curve(loss, "loss"), as_curve(alignment, "alignment"),
@@ -171,7 +174,10 @@ def plot_modes(ax, t, strengths, singular_values, *, theory_t=None, theory=None,
     labels
         Optional K legend labels (default "mode a (s = ...)").
 
-    Returns ``ax``.
+    Returns
+    -------
+    matplotlib.axes.Axes
+        ``ax``.
     """
     t = as_curve(t, "t")
     sv = np.asarray(singular_values, dtype=np.float64).ravel()

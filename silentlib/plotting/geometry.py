@@ -30,8 +30,11 @@ def plot_prediction_scatter(ax, nn_pred, kernel_preds, *, colors=None, s=12, alp
     colors
         Optional list of colours, one per entry of ``kernel_preds``.
 
-    Each entry's legend label carries its Pearson correlation with the network,
-    and a dashed identity line y = x is drawn. Returns ``{label: correlation}``.
+    Returns
+    -------
+    dict
+        ``{label: correlation}``. Each entry's legend label carries its Pearson correlation
+        with the network, and a dashed identity line y = x is drawn.
     """
     nn = as_float64(nn_pred, "nn_pred").ravel()
     if not kernel_preds:
