@@ -50,3 +50,29 @@ def test_peer_rows_agree_with_silentlib():
                                repeats=1, peer=nt)
     for r in rows:
         assert r["peer_status"] == "ok" and r["peer_max_rel_diff"] < 1e-10, r
+
+
+def test_side_by_side_timing_interleaves_the_calls():
+    """median_times calls every function once per round, so a slow spell falls on all alike."""
+    from silentlib.bench import timing
+    calls = []
+    results = timing.median_times([lambda: calls.append("a") or 1, lambda: calls.append("b") or 2],
+                                  torch.device("cpu"), 3)
+    assert calls == ["a", "b"] * 3
+    assert [out for _, out in results] == [1, 2] and all(sec >= 0 for sec, _ in results)
+
+
+def test_a_failing_peer_is_reported_and_silentlib_still_timed():
+    """timed: the peer's exception comes back in place of its time; silentlib's time is still taken."""
+    from silentlib.bench import peer as bench_peer
+    from silentlib.bench import timing
+
+    def broken():
+        raise RuntimeError("out of memory in XLA")
+    sec, out, peer = timing.timed(lambda: 7, broken, torch.device("cpu"), 2)
+    assert out == 7 and sec >= 0 and isinstance(peer, RuntimeError)
+    row = {"method": "vp", "P": 4, "seconds": sec}
+    broken.implementation = "NTK_VECTOR_PRODUCTS"
+    assert bench_peer.peer_due(row, broken, {}, 1.0)
+    bench_peer.record_peer(row, peer, torch.ones(1), {})
+    assert row["peer_status"] == "failed: RuntimeError" and row["peer_ratio"] is None

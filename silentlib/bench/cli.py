@@ -73,13 +73,18 @@ def _load_peer(threads):
     return peer
 
 
+def _methods(args):
+    """The methods of ``--methods``."""
+    return [m.strip() for m in args.methods.split(",") if m.strip()]
+
+
 def _sizes_report(args, p, peer):
     """The report of ``--sizes``: one MLP, a scan over P."""
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     except ValueError:
         p.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = _methods(args)
     dev = timing.device(args.device)
     rows = run_benchmark(sizes, device=dev, dtype=args.dtype, methods=methods, width=args.width,
                          depth=args.depth, out_dim=args.outputs, d_in=args.d_in, repeats=args.repeats,
@@ -107,7 +112,8 @@ def _main(argv):
             report = _sizes_report(args, p, peer)
         else:
             report = run_grid(full=args.full, device=args.device, dtype=args.dtype, repeats=args.repeats,
-                              max_seconds=args.max_seconds, peer=peer, extras=not args.no_extras)
+                              max_seconds=args.max_seconds, peer=peer, extras=not args.no_extras,
+                              methods=_methods(args))
             print(format_report(report))
     except ValueError as err:
         p.error(str(err))

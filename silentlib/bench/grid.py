@@ -11,7 +11,7 @@ from .. import __version__, config
 from ..models import MLP, WideResNet
 from ..ntk import ntk, ntk_plan
 from ..train import train
-from .timing import DTYPES, matmul_throughput, median_time, run_benchmark, sync
+from .timing import BENCH_METHODS, DTYPES, matmul_throughput, median_time, run_benchmark, sync
 from .timing import device as _device  # the functions' keyword arguments are named ``device``
 
 # (widths, depths, outputs, sizes) of the grid; the reduced one is for CPUs
@@ -76,9 +76,9 @@ def generic_models(*, device=None, dtype="float32", P=100, widen=4, repeats=1, s
 
 
 def run_grid(*, full, device=None, dtype="float32", repeats=3, max_seconds=None, verbose=True, peer=None,
-             extras=True) -> dict:
-    """The whole benchmark: matmul throughput, the MLP grid (with neural-tangents side by side when
-    ``peer`` is its module), and unless ``extras`` is False tracking overhead and the Wide-ResNet."""
+             extras=True, methods=BENCH_METHODS) -> dict:
+    """The whole benchmark: matmul throughput, the MLP grid for ``methods`` (with neural-tangents side by
+    side when ``peer`` is its module), and unless ``extras`` is False tracking overhead and the Wide-ResNet."""
     dev = _device(device)
     gpu = dev.type == "cuda"
     grid = FULL_GRID if full or gpu else CPU_GRID
@@ -92,9 +92,9 @@ def run_grid(*, full, device=None, dtype="float32", repeats=3, max_seconds=None,
     for widths, depths, C, sizes in grid:
         for N in widths:
             for L in depths:
-                report["rows"] += run_benchmark(sizes, device=dev, dtype=dtype, width=N, depth=L, out_dim=C,
-                                                repeats=repeats, max_seconds=max_seconds, peak=peak,
-                                                verbose=verbose, peer=peer)
+                report["rows"] += run_benchmark(sizes, device=dev, dtype=dtype, methods=methods, width=N,
+                                                depth=L, out_dim=C, repeats=repeats, max_seconds=max_seconds,
+                                                peak=peak, verbose=verbose, peer=peer)
     if not extras:
         return report
     # P = N = 1000 with 100 records; a CPU runs fewer steps (each takes ~20 ms there)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .timing import median_time
 
 # silentlib's method -> the neural-tangents implementation it is measured against
 PEER_IMPLEMENTATIONS = {"layerwise": "STRUCTURED_DERIVATIVES", "jacobian": "JACOBIAN_CONTRACTION",
@@ -76,21 +75,26 @@ def peer_kernel_fns(nt, model):
     return fns
 
 
-def time_peer(row, fn, x, ref, last, max_seconds, repeats):
-    """Time neural-tangents' ``fn`` on x (compilation excluded: one call first) into ``row``."""
-    key = "peer:" + row["method"]
+def peer_due(row, fn, last, max_seconds):
+    """Whether to time neural-tangents' ``fn`` for ``row``: False (and the row marked) when its time
+    extrapolated as P^2 from the previous size exceeds ``max_seconds``."""
     row.update(peer=fn.implementation, peer_status="ok", peer_seconds=None, peer_ratio=None,
                peer_max_rel_diff=None)
+    key = "peer:" + row["method"]
     if key in last and last[key][1] * (row["P"] / last[key][0]) ** 2 > max_seconds:
         row["peer_status"] = "skip"
+        return False
+    return True
+
+
+def record_peer(row, peer, ref, last):
+    """Put the peer's (median seconds, kernel), or the exception it raised, into ``row``: its seconds,
+    silentlib / neural-tangents (timed in the same rounds) and its difference to the layerwise kernel."""
+    if isinstance(peer, Exception):
+        row["peer_status"] = f"failed: {type(peer).__name__}"
         return
-    try:
-        fn(x)  # compiles for this shape
-        sec, K = median_time(lambda: fn(x), torch.device("cpu"), repeats)
-    except Exception as err:  # the peer's own failure (out of memory, an unsupported JAX)
-        row["peer_status"] = f"failed: {type(err).__name__}"
-        return
-    last[key] = (row["P"], sec)
+    sec, K = peer
+    last["peer:" + row["method"]] = (row["P"], sec)
     row.update(peer_seconds=sec, peer_max_rel_diff=float((K.to(ref) - ref).abs().max() / ref.abs().max()))
     if row["seconds"] is not None:
         row["peer_ratio"] = row["seconds"] / sec

@@ -1,6 +1,7 @@
 """The timed cases of the benchmark: one MLP, a scan over P, every method (:func:`run_benchmark`)."""
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -42,16 +43,26 @@ def median_time(fn, dev, repeats):
     """Median time of ``repeats`` calls (one call if it takes over 2 s) by :data:`CLOCK`, and the last result.
 
     The median rather than the best: on a shared machine the best of a few calls rewards luck."""
-    times, out = [], None
+    return median_times([fn], dev, repeats)[0]
+
+
+def median_times(fns, dev, repeats):
+    """[(median seconds, last result)] of each of ``fns``, timed in ``repeats`` rounds that call every
+    function once in turn (one round if a call takes over 2 s).
+
+    Interleaved, so that a slow spell of a shared machine falls on every function alike instead of on
+    whichever was being timed then: the ratios of the medians are what side-by-side timing means."""
+    times, outs = [[] for _ in fns], [None] * len(fns)
     for _ in range(repeats):
-        sync(dev)
-        t0 = CLOCK()
-        out = fn()
-        sync(dev)
-        times.append(CLOCK() - t0)
-        if times[-1] > 2.0:
+        for k, fn in enumerate(fns):
+            sync(dev)
+            t0 = CLOCK()
+            outs[k] = fn()
+            sync(dev)
+            times[k].append(CLOCK() - t0)
+        if max(t[-1] for t in times) > 2.0:
             break
-    return statistics.median(times), out
+    return [(statistics.median(t), out) for t, out in zip(times, outs)]
 
 
 def matmul_throughput(dev, dtype, n=None, repeats=3) -> float:
@@ -87,11 +98,12 @@ def layerwise_flops(model, P, C, block_size) -> int:
     return feats + pairs * per_pair
 
 
-def baseline(model, x, method, dev, repeats):
-    """Time one unblocked baseline; ("OOM", None) when its single block does not fit."""
+def baseline(model, x, method, dev, repeats, peer_fn=None):
+    """Time one unblocked baseline (interleaved with ``peer_fn`` when given, see :func:`timed`);
+    ("OOM", None, None) when its single block does not fit."""
     try:
         ntk_plan(model, x, method=method, block_size=x.shape[0])
-        return median_time(lambda: ntk(model, x, method=method, block_size=x.shape[0]), dev, repeats)
+        return timed(lambda: ntk(model, x, method=method, block_size=x.shape[0]), peer_fn, dev, repeats)
     except ValueError as err:
         if "free" not in str(err):  # not a memory refusal
             raise
@@ -99,7 +111,23 @@ def baseline(model, x, method, dev, repeats):
         pass
     if dev.type == "cuda":
         torch.cuda.empty_cache()
-    return "OOM", None
+    return "OOM", None, None
+
+
+def timed(fn, peer_fn, dev, repeats):
+    """(median seconds, last result, peer) of ``fn`` (None: not timed, so seconds and result are None);
+    ``peer`` is None without ``peer_fn``, else its (median seconds, last result), timed in the same
+    rounds, or the exception it raised."""
+    peer = None
+    if peer_fn is not None:
+        try:
+            peer_fn()  # the peer compiles for this shape (compile time excluded)
+        except Exception as err:  # the peer's own failure (out of memory, an unsupported JAX)
+            peer, peer_fn = err, None
+    fns = [f for f in (fn, peer_fn) if f is not None]
+    results = median_times(fns, dev, repeats) if fns else []
+    ours = results.pop(0) if fn is not None else (None, None)
+    return (*ours, results[0] if peer_fn is not None else peer)
 
 
 def _checked_methods(sizes, dtype, methods, repeats):
@@ -198,16 +226,21 @@ class _Case:
         sync(self.dev)
 
     def time(self, P, m):
-        """The row of method m at P inputs (layerwise first: the reference of the others)."""
-        from .peer import time_peer
+        """The row of method m at P inputs (layerwise first: the reference of the others), timed in
+        rounds interleaved with neural-tangents' counterpart when the peer is on."""
+        from .peer import peer_due, record_peer
         x = self.x_all[:P]
         row = {"P": P, **self.shape, "method": m, "status": "ok", "seconds": None, "ratio": None,
                "max_rel_diff": None, "flops": None, "flop_rate": None, "peak_fraction": None,
                "block_size": None, **self.where}
+        peer_fn = None
+        if self.peer_fns is not None and peer_due(row, self.peer_fns[m], self.last, self.max_seconds):
+            peer_fn = functools.partial(self.peer_fns[m], x)
         predicted = self.last[m][1] * (P / self.last[m][0]) ** 2 if m in self.last else 0
+        peer = None
         if m == "layerwise":
             block = ntk_plan(self.model, x, method=m).block_size
-            sec, K = median_time(lambda: ntk(self.model, x, method=m), self.dev, self.repeats)
+            sec, K, peer = timed(lambda: ntk(self.model, x, method=m), peer_fn, self.dev, self.repeats)
             self.ref_t, self.ref = sec, K
             flops = layerwise_flops(self.model, P, row["C"], block)
             row.update(block_size=block, flops=flops, flop_rate=flops / sec,
@@ -215,8 +248,9 @@ class _Case:
         elif predicted > self.max_seconds:
             row.update(status="skip", predicted=predicted)
             sec = K = None
+            peer = timed(None, peer_fn, self.dev, self.repeats)[2]
         else:
-            sec, K = baseline(self.model, x, m, self.dev, self.repeats)
+            sec, K, peer = baseline(self.model, x, m, self.dev, self.repeats, peer_fn)
             if sec == "OOM":
                 row["status"], sec = "OOM", None
             else:
@@ -225,6 +259,6 @@ class _Case:
             self.last[m] = (P, sec)
             row.update(seconds=sec, ratio=sec / self.ref_t,
                        max_rel_diff=float((K - self.ref).abs().max() / self.ref.abs().max()))
-        if self.peer_fns is not None:
-            time_peer(row, self.peer_fns[m], x, self.ref, self.last, self.max_seconds, self.repeats)
+        if peer_fn is not None:
+            record_peer(row, peer, self.ref, self.last)
         return row
