@@ -30,7 +30,8 @@ class Method(enum.IntEnum):
         add up. Cost O(P^2 C^2 n_params) in the contraction. Checked against autograd.
     ``VP``
         NTK-vector products: K e_jb = J(x1) (J(x2_j)^T e_b), a vjp on one input and a jvp on a
-        block, vmapped over :data:`~silentlib.ntk.memory.VP_CHUNK` columns. Memory per column
+        block, vmapped over columns whose tangents fill about
+        :data:`~silentlib.ntk.memory.VP_TANGENT_ENTRIES` entries. Memory per column
         one parameter-sized tangent and the block's activations, no Jacobian at all: the choice
         for large models on few inputs. Cost about P2 C forward-and-backward passes over the P1 rows, so it scales with
         P^2 like a network evaluation rather than a matrix product. Checked against autograd.
