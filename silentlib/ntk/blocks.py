@@ -83,19 +83,29 @@ def accumulate(out, f1, f2, terms, *, first):
         _store(out, terms(f1, f2, slice(None), slice(None)), first)
         return
     if B * C < STAIRCASE_MIN_ENTRIES:  # a small block in one product, averaged with its transpose
-        full = terms(f1, f1, slice(None), slice(None)).reshape(B * C, B * C)
-        _store(out, ((full + full.T) / 2).view(B, C, B, C), first)
+        _store_symmetric(out, terms(f1, f1, slice(None), slice(None)), first)
         return
     step = max(STAIRCASE_MIN_ROWS, -(-B // STAIRCASE_STEPS))
     steps = edges(B, step)
     for i0, i1 in steps:
         t = terms(f1, f1, slice(i0, i1), slice(i0, None))      # (r, C, B - i0, C)
-        r, C = t.shape[:2]
-        square = t[:, :, :r].reshape(r * C, r * C)              # its diagonal square, as a matrix
-        _store(out[i0:i1, i0:i1], ((square + square.T) / 2).view(r, C, r, C), first)
+        r = t.shape[0]
+        _store_symmetric(out[i0:i1, i0:i1], t[:, :, :r], first)  # its diagonal square
         _store(out[i0:i1, i1:], t[:, :, r:], first)
     for i0, i1 in steps[:-1]:
         out[i1:, i0:i1] = out[i0:i1, i1:].permute(1, 0, 3, 2)
+
+
+def _store_symmetric(out, square, first):
+    """out (r, r, C, C) [+]= the average of square (r, C, r, C) and its transpose, written in place
+    (no temporaries: on a CPU, fresh buffers of a few MiB cost page faults that rival the products)."""
+    o = out.permute(0, 2, 1, 3)                  # (r, C, r, C), a view of out
+    transposed = square.permute(2, 3, 0, 1)
+    if first:
+        torch.add(square, transposed, out=o)
+        o.mul_(0.5)                              # exactly (a + b) / 2
+    else:  # a second parameter group (jacobian): add the symmetric average itself, so out stays symmetric
+        o.add_(torch.add(square, transposed).mul_(0.5))
 
 
 def _store(out, terms, first):
