@@ -105,7 +105,23 @@ def test_jacobian_splits_parameters_when_one_jacobian_does_not_fit(monkeypatch):
     assert plan is not None and len(plan.groups) > 1
     names = [n for g in plan.groups for n in g]
     assert names == [n for n, _ in model.named_parameters()]     # every parameter, once, in order
-    assert rel_err(sl.ntk(model, x, method="jacobian"), ref) < 1e-10
+    K = sl.ntk(model, x, method="jacobian")
+    assert rel_err(K, ref) < 1e-10
+    assert torch.equal(K, K.permute(1, 0, 3, 2))    # the groups' diagonal blocks add up exactly symmetric
+
+
+@pytest.mark.parametrize("method", ["layerwise", "jacobian"])
+def test_staircase_of_a_diagonal_block_is_exact_and_symmetric(monkeypatch, method):
+    """A diagonal block computed as a staircase of row steps equals the definition and is exactly symmetric."""
+    from silentlib.ntk import blocks
+    monkeypatch.setattr(blocks, "STAIRCASE_MIN_ENTRIES", 1)
+    monkeypatch.setattr(blocks, "STAIRCASE_MIN_ROWS", 2)     # 11 inputs in four steps of 3, 3, 3, 2
+    torch.manual_seed(12)
+    model = sl.MLP(5, 8, 3, out_dim=2, activation="tanh").double()
+    x = torch.randn(11, 5)
+    K = sl.ntk(model, x, method=method, block_size=11)
+    assert rel_err(K, brute_force_ntk(model, x, x)) < 1e-10
+    assert torch.equal(K, K.permute(1, 0, 3, 2))
 
 
 def test_impossible_kernel_is_refused_with_the_options():
