@@ -76,3 +76,16 @@ def test_a_failing_peer_is_reported_and_silentlib_still_timed():
     assert bench_peer.peer_due(row, broken, {}, 1.0)
     bench_peer.record_peer(row, peer, torch.ones(1), {})
     assert row["peer_status"] == "failed: RuntimeError" and row["peer_ratio"] is None
+
+
+def test_share_of_matmul_is_against_the_higher_of_the_two_throughputs():
+    """run_grid measures the matmul throughput before and after the grid and takes the higher one as
+    every row's reference, so that a slow spell during one measurement cannot push %mm over 100."""
+    from silentlib.bench import grid, report
+    rep = {"matmul_flop_rate": 1e11, "versions": {}, "grid": "reduced (CPU)",
+           "rows": [{"flop_rate": 1.5e11, "peak_fraction": 1.5}, {"flop_rate": None, "peak_fraction": None}]}
+    grid._rate_after(rep, 2e11)
+    assert rep["matmul_flop_rate"] == 2e11 and rep["matmul_flop_rates"] == [1e11, 2e11]
+    assert rep["rows"][0]["peak_fraction"] == 0.75 and rep["rows"][1]["peak_fraction"] is None
+    rep["rows"] = []
+    assert "the higher of 0.100 (before the grid) and 0.200 (after)" in report.format_report(rep)

@@ -70,13 +70,21 @@ def _peer_cells(r, peer):
     return f" {r['peer_seconds']:>8.4f} {ratio}"
 
 
+def _rates(report):
+    """", the higher of 0.180 (before the grid) and 0.195 (after)" when both were measured."""
+    if "matmul_flop_rates" not in report:
+        return ""
+    before, after = (r / 1e12 for r in report["matmul_flop_rates"])
+    return f", the higher of {before:.3f} (before the grid) and {after:.3f} (after)"
+
+
 def format_report(report) -> str:
     """The text report of :func:`~silentlib.bench.grid.run_grid`'s result: the table, NTK tracking and the
     Wide-ResNet."""
     lines = [format_table(report["rows"])]
     lines.insert(0, f"versions: {report['versions']}; TF32 off; {report['grid']} grid; "
-                    f"float matmul throughput {report['matmul_flop_rate'] / 1e12:.3f} TFLOP/s "
-                    "(%mm: layerwise FLOP/s as a share of it)")
+                    f"float matmul throughput {report['matmul_flop_rate'] / 1e12:.3f} TFLOP/s"
+                    + _rates(report) + " (%mm: layerwise FLOP/s as a share of it)")
     if "tracking" not in report:
         return "\n".join(lines)
     t = report["tracking"]
