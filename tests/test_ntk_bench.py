@@ -58,8 +58,17 @@ def test_side_by_side_timing_interleaves_the_calls():
     calls = []
     results = timing.median_times([lambda: calls.append("a") or 1, lambda: calls.append("b") or 2],
                                   torch.device("cpu"), 3)
-    assert calls == ["a", "b"] * 3
+    # instant calls: rounds go on to MAX_ROUNDS, since they never reach MIN_SECONDS
+    assert calls == ["a", "b"] * timing.MAX_ROUNDS
     assert [out for _, out in results] == [1, 2] and all(sec >= 0 for sec, _ in results)
+
+
+def test_timing_stops_after_repeats_once_the_calls_took_long_enough(monkeypatch):
+    from silentlib.bench import timing
+    monkeypatch.setattr(timing, "MIN_SECONDS", 0.0)
+    calls = []
+    timing.median_times([lambda: calls.append("a")], torch.device("cpu"), 3)
+    assert len(calls) == 3
 
 
 def test_a_failing_peer_is_reported_and_silentlib_still_timed():

@@ -39,28 +39,38 @@ def device(device=None):
     return dev
 
 
+#: Timed rounds go on past ``repeats`` until they have taken this many seconds (at most
+#: :data:`MAX_ROUNDS` rounds), so that the median of a few-millisecond call rests on many calls and a
+#: slow spell of a shared machine lasting a few of them does not decide it.
+MIN_SECONDS = 1.0
+MAX_ROUNDS = 50
+
+
 def median_time(fn, dev, repeats):
-    """Median time of ``repeats`` calls (one call if it takes over 2 s) by :data:`CLOCK`, and the last result.
+    """Median time by :data:`CLOCK` of at least ``repeats`` calls, and the last result (see
+    :func:`median_times`).
 
     The median rather than the best: on a shared machine the best of a few calls rewards luck."""
     return median_times([fn], dev, repeats)[0]
 
 
 def median_times(fns, dev, repeats):
-    """[(median seconds, last result)] of each of ``fns``, timed in ``repeats`` rounds that call every
-    function once in turn (one round if a call takes over 2 s).
+    """[(median seconds, last result)] of each of ``fns``, timed in rounds that call every function once
+    in turn: ``repeats`` rounds, more until they have taken :data:`MIN_SECONDS`, one if a call takes
+    over 2 s.
 
     Interleaved, so that a slow spell of a shared machine falls on every function alike instead of on
     whichever was being timed then: the ratios of the medians are what side-by-side timing means."""
     times, outs = [[] for _ in fns], [None] * len(fns)
-    for _ in range(repeats):
+    start = CLOCK()
+    for done in range(1, MAX_ROUNDS + 1):
         for k, fn in enumerate(fns):
             sync(dev)
             t0 = CLOCK()
             outs[k] = fn()
             sync(dev)
             times[k].append(CLOCK() - t0)
-        if max(t[-1] for t in times) > 2.0:
+        if max(t[-1] for t in times) > 2.0 or (done >= repeats and CLOCK() - start >= MIN_SECONDS):
             break
     return [(statistics.median(t), out) for t, out in zip(times, outs)]
 
