@@ -40,9 +40,10 @@ def device(device=None):
 
 
 #: Timed rounds go on past ``repeats`` until they have taken this many seconds (at most
-#: :data:`MAX_ROUNDS` rounds), so that the median of a few-millisecond call rests on many calls and a
-#: slow spell of a shared machine lasting a few of them does not decide it.
+#: :data:`~silentlib.bench.timing.MAX_ROUNDS` rounds), so that the median of a few-millisecond call
+#: rests on many calls and a slow spell of a shared machine lasting a few of them does not decide it.
 MIN_SECONDS = 1.0
+#: The most timed rounds of one entry.
 MAX_ROUNDS = 50
 
 
@@ -56,7 +57,7 @@ def median_time(fn, dev, repeats):
 
 def median_times(fns, dev, repeats):
     """[(median seconds, last result)] of each of ``fns``, timed in rounds that call every function once
-    in turn: ``repeats`` rounds, more until they have taken :data:`MIN_SECONDS`, one if a call takes
+    in turn: ``repeats`` rounds, more until they have taken :data:`~silentlib.bench.timing.MIN_SECONDS`, one if a call takes
     over 2 s.
 
     Interleaved, so that a slow spell of a shared machine falls on every function alike instead of on

@@ -175,7 +175,7 @@ class VpNeeds:
     cache = False
 
     def chunk(self, b):
-        """Columns per vmapped product for blocks of b inputs (:data:`VP_TANGENT_ENTRIES`)."""
+        """Columns per vmapped product for blocks of b inputs (:data:`~silentlib.ntk.memory.VP_TANGENT_ENTRIES`)."""
         return min(b * self.C, max(VP_MIN_CHUNK, VP_TANGENT_ENTRIES // max(self.n_params, 1)))
 
     def working(self, b):
