@@ -41,7 +41,8 @@ def parser():
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--outputs", type=int, default=1)
     p.add_argument("--d-in", type=int, default=784)
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per entry at least (more until they take 1 s); the median is kept")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed calls per entry at least (more until they take 1 s); the median is kept")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="skip a baseline predicted to take longer (default 20 on a CPU, 60 on a GPU)")
     p.add_argument("--threads", type=int, default=None,

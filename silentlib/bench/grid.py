@@ -87,8 +87,9 @@ def _rate_after(report, later):
 
 def run_grid(*, full, device=None, dtype="float32", repeats=3, max_seconds=None, verbose=True, peer=None,
              extras=True, methods=BENCH_METHODS) -> dict:
-    """The whole benchmark: matmul throughput (before and after the grid), the MLP grid for ``methods`` (with neural-tangents side by
-    side when ``peer`` is its module), and unless ``extras`` is False tracking overhead and the Wide-ResNet."""
+    """The whole benchmark: matmul throughput (before and after the grid), the MLP grid for ``methods``
+    (with neural-tangents side by side when ``peer`` is its module), and unless ``extras`` is False
+    tracking overhead and the Wide-ResNet."""
     dev = _device(device)
     gpu = dev.type == "cuda"
     grid = FULL_GRID if full or gpu else CPU_GRID

@@ -56,9 +56,9 @@ def median_time(fn, dev, repeats):
 
 
 def median_times(fns, dev, repeats):
-    """[(median seconds, last result)] of each of ``fns``, timed in rounds that call every function once
-    in turn: ``repeats`` rounds, more until they have taken :data:`~silentlib.bench.timing.MIN_SECONDS`, one if a call takes
-    over 2 s.
+    """[(median seconds, last result)] of each of ``fns``, timed in rounds that call every function
+    once in turn: ``repeats`` rounds, more until they have taken
+    :data:`~silentlib.bench.timing.MIN_SECONDS`, one if a call takes over 2 s.
 
     Interleaved, so that a slow spell of a shared machine falls on every function alike instead of on
     whichever was being timed then: the ratios of the medians are what side-by-side timing means."""
@@ -126,19 +126,21 @@ def baseline(model, x, method, dev, repeats, peer_fn=None):
 
 
 def timed(fn, peer_fn, dev, repeats):
-    """(median seconds, last result, peer) of ``fn`` (None: not timed, so seconds and result are None);
-    ``peer`` is None without ``peer_fn``, else its (median seconds, last result), timed in the same
-    rounds, or the exception it raised."""
+    """(median seconds, last result, peer) of ``fn``, or (None, None, peer) for ``fn`` None.
+
+    ``peer`` is None without ``peer_fn``; else neural-tangents' (median seconds, last result) from the
+    same rounds, after one untimed call that compiles it for this shape, or the exception that call raised
+    (out of memory, an unsupported JAX)."""
     peer = None
     if peer_fn is not None:
         try:
-            peer_fn()  # the peer compiles for this shape (compile time excluded)
-        except Exception as err:  # the peer's own failure (out of memory, an unsupported JAX)
+            peer_fn()
+        except Exception as err:  # the peer's own failure
             peer, peer_fn = err, None
     fns = [f for f in (fn, peer_fn) if f is not None]
-    results = median_times(fns, dev, repeats) if fns else []
-    ours = results.pop(0) if fn is not None else (None, None)
-    return (*ours, results[0] if peer_fn is not None else peer)
+    results = iter(median_times(fns, dev, repeats) if fns else [])
+    ours = next(results) if fn is not None else (None, None)
+    return (*ours, next(results) if peer_fn is not None else peer)
 
 
 def _checked_methods(sizes, dtype, methods, repeats):
@@ -248,7 +250,6 @@ class _Case:
         if self.peer_fns is not None and peer_due(row, self.peer_fns[m], self.last, self.max_seconds):
             peer_fn = functools.partial(self.peer_fns[m], x)
         predicted = self.last[m][1] * (P / self.last[m][0]) ** 2 if m in self.last else 0
-        peer = None
         if m == "layerwise":
             block = ntk_plan(self.model, x, method=m).block_size
             sec, K, peer = timed(lambda: ntk(self.model, x, method=m), peer_fn, self.dev, self.repeats)
