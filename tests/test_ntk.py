@@ -307,3 +307,26 @@ def test_busy_cores_mean_fewer_threads_inside_ntk_and_the_setting_is_restored(mo
     assert seen and set(seen) == {inside}, seen
     assert after == 2
     assert K.shape == (5, 5, 2, 2)
+
+
+def test_other_processes_load_is_sampled_at_most_every_sample_seconds(monkeypatch):
+    """Within SAMPLE_SECONDS of the last sample, the last estimate is used without reading /proc/stat
+    again; after it, a new sample measures the load since the last one."""
+    products = importlib.import_module("silentlib.ntk.products")
+    clock = [100.0]
+    reads = []
+
+    def sample():  # (wall, busy seconds of all cores, own CPU seconds): others use 0.5 cores, then 1.5
+        reads.append(clock[0])
+        return clock[0], 0.5 * clock[0] if clock[0] < 101 else 1.5 * clock[0] - 101, 0.0
+
+    monkeypatch.setattr(products, "_sample", sample)
+    monkeypatch.setattr(products.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(products.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(products, "_last", {"sample": None, "others": None})
+    assert products.others_busy() == pytest.approx(0.5)  # a first call samples twice, SAMPLE_SECONDS apart
+    assert len(reads) == 2
+    clock[0] += products.SAMPLE_SECONDS / 2
+    assert products.others_busy() == pytest.approx(0.5) and len(reads) == 2
+    clock[0] = 102.0  # since the last sample (at 100.05, busy 50.025): 52 - 50.025 busy seconds in 1.95 s
+    assert products.others_busy() == pytest.approx((52 - 50.025) / 1.95) and len(reads) == 3

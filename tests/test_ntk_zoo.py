@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 import silentlib as sl
+from silentlib.ntk import checks
 
 TOL = 1e-9
 METHODS = ("auto", "layerwise", "jacobian", "vp")
@@ -431,3 +432,24 @@ def test_auto_takes_layerwise_exactly_where_it_is_exact():
         model = factory()
         plan = sl.ntk_plan(model, torch.randn((3,) + shape, dtype=next(model.parameters()).dtype))
         assert plan.method == ("layerwise" if reason is None else "jacobian"), (type(model).__name__, reason)
+
+
+def test_a_plain_stacks_output_shape_is_read_from_its_layers():
+    """For the plain stacks (layerwise exact), ntk reads the output shape from the layers instead of
+    a forward pass; it must be the shape the forward pass gives, and None where the input does not fit."""
+    stacks = [(factory(), shape) for _, factory, shape, reason in ZOO if reason is None]
+    stacks += [(sl.MLP(5, 7, depth, out_dim=C), (5,)) for depth in (1, 3) for C in (1, 4)]
+    for model, shape in stacks:
+        layers, reason = checks.plain_stack(model, 1 + len(shape))
+        assert reason is None
+        x = torch.randn((3,) + shape, dtype=next(model.parameters()).dtype)
+        assert checks.stack_output_shape(model, layers, x) == model(x[:1].clone()).shape, model
+        wider = torch.randn((3,) + shape[:-1] + (shape[-1] + 1,), dtype=x.dtype)
+        assert checks.stack_output_shape(model, layers, wider) is None, model
+
+
+def test_a_stack_whose_layer_sizes_do_not_chain_is_reported_by_its_forward_pass():
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(7, 2))
+    assert checks.stack_output_shape(model, checks.plain_stack(model)[0], torch.randn(3, 5)) is None
+    with pytest.raises(ValueError, match=r"cannot be evaluated on x1 of shape \(3, 5\)"):
+        sl.ntk(model, torch.randn(3, 5))

@@ -145,7 +145,8 @@ def _checked(model, call, plan, K, requested, block_size):
 
 def _prepare(model, x1, x2, requested, outputs) -> Call:
     """The checked :class:`~silentlib.ntk.methods.Call`: parameters, inputs on the parameters' device
-    and dtype, the method (``auto`` resolved), the selected outputs; the model probed on x1[:1]."""
+    and dtype, the method (``auto`` resolved), the selected outputs; the model probed on x1[:1]
+    (a plain stack's output shape is read from its layers)."""
     params = {k: v for k, v in model.named_parameters() if v.requires_grad}
     if not params:
         raise ValueError("the model has no trainable parameters, so its NTK is zero-dimensional")
@@ -155,13 +156,15 @@ def _prepare(model, x1, x2, requested, outputs) -> Call:
     x2 = x1 if same else checks.batch(x2, "x2", ref)
     if x2.shape[1:] != x1.shape[1:]:
         raise ValueError(f"x1 and x2 must have the same trailing shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
-    refusal = layerwise_refusal(model, x1.ndim)
+    layers, refusal = checks.plain_stack(model, x1.ndim)
     method = _resolve(requested, refusal)
     if refusal is not None:
         checks.check_batch_norm(model)
-    probe = _probe(model, x1, mixing=refusal is not None)
-    idx = _output_indices(probe, outputs)
-    return Call(params, x1, x2, same, idx, probe.ndim == 1, method)
+    shape = None if layers is None else checks.stack_output_shape(model, layers, x1)
+    if shape is None:
+        shape = _probe(model, x1, mixing=refusal is not None).shape
+    idx = _output_indices(shape, outputs)
+    return Call(params, x1, x2, same, idx, len(shape) == 1, method, layers)
 
 
 def _resolve(requested, refusal):
@@ -190,10 +193,10 @@ def _probe(model, x1, *, mixing):
     return probe
 
 
-def _output_indices(probe, outputs):
-    """The selected output indices (all by default) of a model whose output on one input is ``probe``."""
-    scalar = probe.ndim == 1
-    C = 1 if scalar else probe.shape[1]
+def _output_indices(shape, outputs):
+    """The selected output indices (all by default) of a model whose output on one input has ``shape``."""
+    scalar = len(shape) == 1
+    C = 1 if scalar else shape[1]
     if outputs is None:
         return list(range(C))
     if scalar:

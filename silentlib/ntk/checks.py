@@ -45,21 +45,48 @@ def layerwise_refusal(model: nn.Module, input_ndim: int = 2) -> str | None:
     ``forward``, no parametrization (``weight_norm``, ...), no hooks, and no module or parameter
     used twice (the NTK of a shared weight has cross terms between its uses).
     """
+    return plain_stack(model, input_ndim)[1]
+
+
+def plain_stack(model: nn.Module, input_ndim: int = 2):
+    """(the model's :func:`flat_layers`, None) when the layerwise formula is exact for it, else
+    (None, the reason of :func:`layerwise_refusal`)."""
     from ..models import MLP  # models imports nothing from here; imported late to keep ntk standalone
     if type(model).forward not in (nn.Sequential.forward, MLP.forward):
-        return (f"{type(model).__name__} is not an nn.Sequential (or silentlib MLP) with the stock "
-                "forward, so the order of its layers is unknown")
+        return None, (f"{type(model).__name__} is not an nn.Sequential (or silentlib MLP) with the stock "
+                      "forward, so the order of its layers is unknown")
     if _module._global_forward_hooks or _module._global_forward_pre_hooks or _module._global_backward_hooks:
-        return "global module hooks are registered (nn.modules.module.register_module_forward_hook, ...)"
+        return None, "global module hooks are registered (nn.modules.module.register_module_forward_hook, ...)"
     reason = _shared(model) or _hooks_or_call(model, "model")
     if reason:
-        return reason
+        return None, reason
     layers, reason = flat_layers(model, "model")
     if reason:
-        return reason
+        return None, reason
     if not any(kind == "linear" for kind, _, _ in layers):
-        return "the model has no nn.Linear layer"
-    return _shape_refusal(layers, input_ndim)
+        return None, "the model has no nn.Linear layer"
+    reason = _shape_refusal(layers, input_ndim)
+    return (None, reason) if reason else (layers, None)
+
+
+def stack_output_shape(model, layers, x):
+    """The shape of a plain stack's output for one of the inputs x (P, ...): (1,) for a silentlib
+    ``MLP`` with one output, else (1, C); None when x does not fit the stack's layer sizes (a forward
+    pass then reports the model's own error). Read from the layers, without a forward pass."""
+    from ..models import MLP
+    shape = tuple(x.shape[1:])
+    for kind, _, m in layers:
+        if kind == "pass" and isinstance(m, nn.Flatten):
+            shape = (math.prod(shape),)
+        elif kind == "linear":
+            if shape != (m.in_features,):
+                return None
+            shape = (m.out_features,)
+    if type(model).forward is MLP.forward:
+        if x.ndim != 2 or x.shape[1] != model.d_in:
+            return None
+        return torch.Size((1,)) if model.out_dim == 1 else torch.Size((1,) + shape)
+    return torch.Size((1,) + shape)
 
 
 def _shape_refusal(layers, ndim):

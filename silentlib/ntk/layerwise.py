@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from . import blocks, products
-from .checks import flat_layers
 
 
 @dataclasses.dataclass
@@ -47,8 +46,7 @@ class Layer:
 
 def compute(model, call, plan):
     """The (P1, P2, C, C) kernel of a plain stack ``model`` by the layerwise formula, in plan's blocks."""
-    layers = flat_layers(model)[0]
-    return blocks.contract(call, plan, lambda x, group: features(layers, x, call.idx), terms)
+    return blocks.contract(call, plan, lambda x, group: features(call.layers, x, call.idx), terms)
 
 
 def derivative(m, z):

@@ -20,7 +20,6 @@ import math
 import torch
 
 from .. import config
-from .checks import flat_layers
 from .generic import attributes_kept
 
 #: Share of the free memory the kernel may take.
@@ -229,7 +228,7 @@ def group_parameters(params, cap):
 def layerwise_needs(model, call, budget):
     """Per input: each layer's input (+1) and C gradients, and the stack's activations (its sizes
     are known, so no forward pass counts them); per pair: one H Gram and two of G."""
-    lins = [m for kind, _, m in flat_layers(model)[0] if kind == "linear"]
+    lins = [m for kind, _, m in call.layers if kind == "linear"]
     C = len(call.idx)
     act = 3 * (call.x1[:1].numel() + sum(m.out_features for m in lins) * 2)
     feat = sum(l.in_features + 1 + C * l.out_features for l in lins) + act

@@ -69,7 +69,8 @@ METHODS = tuple(m.label for m in Method)
 class Call:
     """One checked call of :func:`~silentlib.ntk.ntk`: the trainable parameters (by name), the inputs
     x1 (P1, ...) and x2 (P2, ...) (x2 is x1 when ``same``), the selected output indices ``idx``,
-    whether the model's output is scalar, and the method (never ``AUTO``)."""
+    whether the model's output is scalar, the method (never ``AUTO``) and, for a plain stack, its
+    layers (:func:`~silentlib.ntk.checks.plain_stack`; None for any other model)."""
     params: dict
     x1: torch.Tensor
     x2: torch.Tensor
@@ -77,6 +78,7 @@ class Call:
     idx: list
     scalar: bool
     method: Method
+    layers: list | None = None
 
     @property
     def ref(self) -> torch.Tensor:

@@ -82,14 +82,15 @@ def _sample():
 def others_busy():
     """Cores' worth of CPU time that other processes used since the last sample (over
     :data:`SAMPLE_SECONDS` on a first call); None where /proc/stat is not available."""
+    last, estimate = _last["sample"], _last["others"]
+    if last is not None and estimate is not None and time.monotonic() - last[0] < SAMPLE_SECONDS:
+        return estimate  # without reading /proc/stat (tens of microseconds, a call's overhead)
     now = _sample()
     if now is None:
         return None
-    if _last["sample"] is None:
+    if last is None:
         time.sleep(SAMPLE_SECONDS)
         _last["sample"], now = now, _sample()
-    elif now[0] - _last["sample"][0] < SAMPLE_SECONDS and _last["others"] is not None:
-        return _last["others"]
     (w0, b0, o0), (w1, b1, o1) = _last["sample"], now
     _last["sample"] = now
     _last["others"] = max(0.0, (b1 - b0) - (o1 - o0)) / max(w1 - w0, 1e-9)
