@@ -72,18 +72,27 @@ def derivative(m, z):
 
 
 def _forward(layers, x):
-    """One forward pass keeping each layer's input and each activation's derivative: {index: tensor}."""
-    first = next(i for i, (kind, _, _) in enumerate(layers) if kind == "linear")
+    """One forward pass keeping each layer's input and each activation's derivative: {index: tensor}.
+    It stops at the input of the last nn.Linear when no activation follows it (its output is unused)."""
+    kinds = [kind for kind, _, _ in layers]
+    first, last = kinds.index("linear"), len(kinds) - 1 - kinds[::-1].index("linear")
+    stop = last if "act" not in kinds[last:] else len(layers) - 1
     saved, h = {}, x
-    for i, (kind, _, m) in enumerate(layers):
+    for i, (kind, _, m) in enumerate(layers[:stop + 1]):
         if kind == "linear":
             saved[i] = h
-            h = products.linear(m, h)
+            if i < stop:
+                h = products.linear(m, h)
         elif kind == "act" and i > first:
             h, saved[i] = derivative(m, h)
         else:  # before the first layer nothing is differentiated; never overwrite the caller's x
             h = m(h.clone()) if getattr(m, "inplace", False) else m(h)
-    return saved, h
+    return saved
+
+
+def _rows(idx):
+    """The selected output indices as a slice when they are consecutive (a view instead of a gather)."""
+    return slice(idx[0], idx[-1] + 1) if idx == list(range(idx[0], idx[-1] + 1)) else idx
 
 
 def features(layers, x, idx):
@@ -95,7 +104,7 @@ def features(layers, x, idx):
     """
     trainable = [i for i, (kind, _, m) in enumerate(layers) if kind == "linear" and
                  (m.weight.requires_grad or (m.bias is not None and m.bias.requires_grad))]
-    saved, h = _forward(layers, x)
+    saved, rows = _forward(layers, x), _rows(idx)
     g = None  # (B or 1, C, N) gradients at the current layer's output; None: the identity rows e_a
     feats = []
     for i in range(len(layers) - 1, trainable[0] - 1, -1):
@@ -107,12 +116,12 @@ def features(layers, x, idx):
                                    m.bias is not None and m.bias.requires_grad, G, len(idx), x))
             if i > trainable[0]:
                 W = m.weight
-                g = W[idx].unsqueeze(0) if g is None else \
+                g = W[rows].unsqueeze(0) if g is None else \
                     (g.reshape(-1, W.shape[0]) @ W).view(g.shape[0], len(idx), W.shape[1])
         elif kind == "act" and saved[i] is not None:
-            if g is None:
-                C_out = h.shape[-1] if h.ndim == 2 else 1
-                g = torch.eye(C_out, dtype=h.dtype, device=h.device)[idx].unsqueeze(0)
+            if g is None:  # an activation after the last layer: the rows e_a of its outputs
+                d = saved[i]
+                g = torch.eye(d.shape[-1], dtype=d.dtype, device=d.device)[rows].unsqueeze(0)
             g = g * saved[i].unsqueeze(1)  # (B or 1, C, N) * (B, 1, N)
     return feats
 
