@@ -49,8 +49,8 @@ def layerwise_refusal(model: nn.Module, input_ndim: int = 2) -> str | None:
 
 
 def plain_stack(model: nn.Module, input_ndim: int = 2):
-    """(the model's :func:`flat_layers`, None) when the layerwise formula is exact for it, else
-    (None, the reason of :func:`layerwise_refusal`)."""
+    """(the model's :func:`~silentlib.ntk.checks.flat_layers`, None) when the layerwise formula is
+    exact for it, else (None, the reason of :func:`~silentlib.ntk.checks.layerwise_refusal`)."""
     from ..models import MLP  # models imports nothing from here; imported late to keep ntk standalone
     if type(model).forward not in (nn.Sequential.forward, MLP.forward):
         return None, (f"{type(model).__name__} is not an nn.Sequential (or silentlib MLP) with the stock "
