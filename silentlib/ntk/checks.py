@@ -82,11 +82,8 @@ def stack_output_shape(model, layers, x):
             if shape != (m.in_features,):
                 return None
             shape = (m.out_features,)
-    if type(model).forward is MLP.forward:
-        if x.ndim != 2 or x.shape[1] != model.d_in:
-            return None
-        return torch.Size((1,)) if model.out_dim == 1 else torch.Size((1,) + shape)
-    return torch.Size((1,) + shape)
+    squeezed = type(model).forward is MLP.forward and model.out_dim == 1  # MLP.forward squeezes one output
+    return torch.Size((1,) if squeezed else (1,) + shape)
 
 
 def _shape_refusal(layers, ndim):
