@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import config
 from .config import as_batch
-from .kernels import kernel_alignment, kernel_regression
+from .kernels import SingularKernelWarning, kernel_alignment, kernel_regression
 from .silence import LOSS_DROP, kernel_direction_change, silent_fraction
 from .stats import crossing_time  # noqa: F401  (re-exported: sl.crossing_time)
 from .ntk import ntk
@@ -78,6 +79,12 @@ class Trajectory:
         (n,) ``1 - cos(K_t, K_inf)``, how far the kernel's direction is from its final one
         (:func:`~silentlib.silence.kernel_direction_change`); None without ``track_ntk``. With
         ``keep_kernels=False`` it is computed again at the end from the recorded parameters.
+    machine_predictions : numpy.ndarray | None
+        (n, Q) or (n, Q, C): the kernel machine of every record on the test points,
+        ``k_t(x)^T K_t^{-1} y`` (:func:`~silentlib.kernels.kernel_regression` with the NTK K_t),
+        from which :meth:`silence` is measured; the first is K_0 regression, the last K_inf
+        regression. None without ``track_ntk`` or ``x_test``, or when the training kernel has
+        more than :data:`MACHINE_MAX_ROWS` rows (P C).
     """
     t: np.ndarray
     loss: np.ndarray
@@ -96,6 +103,7 @@ class Trajectory:
     optimizer: str
     y: np.ndarray | None = None
     kernel_direction: np.ndarray | None = None
+    machine_predictions: np.ndarray | None = None
 
     def kernel_predictions(self, ridge: float = 0.0) -> dict[str, np.ndarray]:
         """Kernel regression on the test points with the initial and the final NTK.
@@ -125,18 +133,22 @@ class Trajectory:
                 "Kinf": kernel_regression(self.Kinf, self.Kinf_test, self.y, ridge)}
 
     def silence(self, loss_drop: float = LOSS_DROP) -> float:
-        """The run's silent fraction: the share of the kernel's change in direction that happened
-        before the loss fell by ``loss_drop`` (:func:`~silentlib.silence.silent_fraction`; at least
-        :data:`~silentlib.silence.SILENT_AT` is called silent).
+        """The run's silent fraction: the share of its kernel machine's change (on the test points)
+        done before the loss fell by ``loss_drop`` (:func:`~silentlib.silence.silent_fraction`; at
+        least :data:`~silentlib.silence.SILENT_AT` is called silent; NaN where every kernel of the
+        run gives the same machine).
 
         Raises
         ------
         ValueError
-            If the trajectory was trained without ``track_ntk``.
+            If the trajectory has no kernel machines: trained without ``track_ntk`` or ``x_test``,
+            or with more than :data:`MACHINE_MAX_ROWS` kernel rows.
         """
-        if self.kernel_direction is None:
-            raise ValueError("silence() needs a trajectory trained with track_ntk=True")
-        return silent_fraction(self.t, self.loss, self.kernel_direction, loss_drop)
+        if self.machine_predictions is None:
+            raise ValueError("silence() compares kernel machines on held-out points: it needs a trajectory "
+                             "trained with track_ntk=True and x_test, with P C <= MACHINE_MAX_ROWS "
+                             f"({MACHINE_MAX_ROWS}) kernel rows")
+        return silent_fraction(self.t, self.loss, self.machine_predictions, loss_drop)
 
     def time_to_loss_fraction(self, fraction: float = 0.5) -> float:
         """First time at which ``loss / loss[0] <= fraction``, interpolated linearly between
@@ -152,6 +164,8 @@ def record_steps(n_steps: int, n_records: int) -> np.ndarray:
 
 
 CHECK_EVERY = 1000  # steps between checks that the loss is finite (each check synchronizes a GPU)
+#: Kernel machines are recorded (one P C x P C eigendecomposition per record) up to this many kernel rows.
+MACHINE_MAX_ROWS = 2000
 
 
 def train(model: nn.Module, x, y, *, lr: float, t_max: float, optimizer: str = "gd", n_records: int = 100,
@@ -191,7 +205,9 @@ def train(model: nn.Module, x, y, *, lr: float, t_max: float, optimizer: str = "
         ``keep_kernels=False``).
     x_test : array_like or torch.Tensor, optional
         (Q, ...) inputs whose predictions are recorded and whose cross-kernels with the
-        training set are returned.
+        training set are returned; with ``track_ntk``, kernel regression with each record's
+        kernel is also evaluated there (:attr:`Trajectory.machine_predictions`, the book's test
+        of silence).
     seed : int, optional
         If given, ``torch.manual_seed(seed)`` before training (only matters for
         randomized models; gradient descent itself is deterministic).
@@ -296,7 +312,9 @@ class _Recorder:
     def __init__(self, model, x, y, x_test, *, track_ntk, keep_kernels, observe, ntk_method):
         self.model, self.x, self.y, self.x_test = model, x, y, x_test
         self.track_ntk, self.keep_kernels, self.observe, self.ntk_method = track_ntk, keep_kernels, observe, ntk_method
-        self.rec = {k: [] for k in ("loss", "alignment", "kernel_norm", "pred", "kernels", "test")}
+        self.rec = {k: [] for k in ("loss", "alignment", "kernel_norm", "pred", "kernels", "test", "machine")}
+        C = 1 if y.ndim == 1 else y.shape[1]
+        self.machines = track_ntk and x_test is not None and len(x) * C <= MACHINE_MAX_ROWS
         self.obs = {name: [] for name in observe}
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.snapshots = []          # parameters at each record, when the kernels are not kept
@@ -322,6 +340,8 @@ class _Recorder:
                 self.snapshots.append([p.detach().cpu().clone() for p in self.params])
             rec["alignment"].append(kernel_alignment(K, self.y))
             rec["kernel_norm"].append(float(torch.linalg.vector_norm(K)))
+            if self.machines:
+                rec["machine"].append(self._machine(K))
         else:
             rec["alignment"].append(math.nan)
             rec["kernel_norm"].append(math.nan)
@@ -329,6 +349,13 @@ class _Recorder:
             with torch.no_grad():
                 v = fn(model)
             self.obs[name].append(np.asarray(v.detach().cpu() if torch.is_tensor(v) else v, dtype=np.float64))
+
+    def _machine(self, K):
+        """Kernel regression with K on the test points (the pseudo-inverse where K is singular, as
+        for a linear network on P > D inputs, whose machines are then all the min-norm one)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SingularKernelWarning)
+            return kernel_regression(K, ntk(self.model, self.x_test, self.x, method=self.ntk_method), self.y)
 
     def _direction(self, Kinf):
         """(n,) ``1 - cos(K_t, K_inf)`` at every record: from the kept kernels, or else by computing
@@ -371,6 +398,7 @@ class _Recorder:
             steps=steps, lr=float(lr), optimizer=optimizer,
             y=self.y.detach().cpu().numpy().astype(np.float64),
             kernel_direction=self._direction(Kinf),
+            machine_predictions=np.stack(rec["machine"]) if self.machines else None,
         )
 
 
