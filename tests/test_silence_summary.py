@@ -9,7 +9,7 @@ import silentlib as sl
 from silentlib.data import linear_teacher
 from silentlib.silence import summarize
 
-KEYS = {"S", "d0", "rel_K0", "rel_Kinf", "corr_K0", "corr_Kinf", "rel_lin", "loss_end"}
+KEYS = {"S", "m0", "d0", "rel_K0", "rel_Kinf", "corr_K0", "corr_Kinf", "rel_lin", "loss_end"}
 
 
 def _run(sigma, t_max=30.0, width=8, **kw):
@@ -23,7 +23,7 @@ def _run(sigma, t_max=30.0, width=8, **kw):
 def test_small_init_linear_net_is_a_silent_kernel_machine_of_its_final_kernel():
     row = summarize(_run(1e-3))
     assert set(row) == KEYS
-    assert row["S"] > 0.99 and row["d0"] > 0.02
+    assert row["S"] > 0.99 and row["m0"] > 0.1 and row["d0"] > 0.02
     assert row["rel_Kinf"] < 0.01 < 0.1 < row["rel_K0"]
     assert row["corr_Kinf"] > 0.9999 > row["corr_K0"]
     assert row["loss_end"] < 1e-8
@@ -33,7 +33,7 @@ def test_small_init_linear_net_is_a_silent_kernel_machine_of_its_final_kernel():
 
 def test_large_init_is_lazy_and_the_linearized_network_fits_best():
     row = summarize(_run(1.0, width=400))     # wide: the kernel barely turns
-    assert row["d0"] < 0.02
+    assert row["d0"] < 0.02 and row["S"] < 0.3
     assert row["rel_lin"] < 0.5 * min(row["rel_K0"], row["rel_Kinf"])
 
 
@@ -45,6 +45,7 @@ def test_by_hand_against_the_trajectory():
     assert row["rel_Kinf"] == pytest.approx(np.linalg.norm(kr["Kinf"] - f) / np.linalg.norm(f))
     assert row["S"] == tr.silence() or (math.isnan(row["S"]) and math.isnan(tr.silence()))
     assert row["d0"] == tr.kernel_direction[0]
+    assert row["m0"] == pytest.approx(np.linalg.norm(kr["K0"] - kr["Kinf"]) / np.linalg.norm(kr["Kinf"]))
 
 
 def test_summarize_needs_kernels_and_test_points():
@@ -52,5 +53,5 @@ def test_summarize_needs_kernels_and_test_points():
     tr = sl.train(sl.MLP(5, 4, 2, sigma=0.1), task.x, task.y, lr=0.05, t_max=1.0, progress=False)
     with pytest.raises(ValueError, match="x_test"):
         summarize(tr)
-    with pytest.raises(ValueError, match="track_ntk"):
+    with pytest.raises(ValueError, match="track_ntk=True, x_test"):
         summarize(_run(0.1, t_max=1.0, track_ntk=False))
