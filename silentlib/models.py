@@ -109,36 +109,47 @@ class MLP(nn.Sequential):
         return f"sigma={self.sigma}, activation={self.activation!r}"
 
 
-def _conv(c_in, c_out, k, sigma):
-    conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False)
+def _conv(c_in, c_out, sigma, stride=1):
+    """A bias-free 3x3 convolution (padding 1) with weights N(0, sigma^2 / fan_in)."""
+    conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
     with torch.no_grad():
-        conv.weight.normal_(0.0, sigma / math.sqrt(c_in * k * k))
+        conv.weight.normal_(0.0, sigma / math.sqrt(c_in * 9))
     return conv
 
 
 class _Block(nn.Module):
-    """A pre-activation residual block: x + conv(relu(conv(relu(x))))."""
+    """neural-tangents' ``WideResnetBlock``: ``conv2(relu(conv1(relu(x)))) + shortcut(x)``.
 
-    def __init__(self, c_in, c_out, sigma):
+    ``conv1`` has the block's stride. The shortcut is the identity, or, on the first block of a
+    group (``channel_mismatch`` there), a strided 3x3 convolution of the block's input.
+    """
+
+    def __init__(self, c_in, c_out, sigma, stride=1, shortcut_conv=False):
         super().__init__()
-        self.conv1 = _conv(c_in, c_out, 3, sigma)
-        self.conv2 = _conv(c_out, c_out, 3, sigma)
-        self.skip = None if c_in == c_out else _conv(c_in, c_out, 1, sigma)
+        self.conv1 = _conv(c_in, c_out, sigma, stride)
+        self.conv2 = _conv(c_out, c_out, sigma)
+        self.shortcut = _conv(c_in, c_out, sigma, stride) if shortcut_conv else None
 
     def forward(self, x):
         h = self.conv2(torch.relu(self.conv1(torch.relu(x))))
-        return h + (x if self.skip is None else self.skip(x))
+        return h + (x if self.shortcut is None else self.shortcut(x))
 
 
 class WideResNet(nn.Module):
-    """The Wide-ResNet of the paper's Figure 1(d, e), in standard parameterization.
+    """The Wide-ResNet of the paper's Figure 1(d, e): neural-tangents' ``WideResnet`` example
+    (Novak et al. 2020), in standard parameterization, without batch normalization.
 
-    Three groups of ``block_size`` residual blocks with 16k, 32k and 64k channels
-    (k = ``widen``), global average pooling and a linear read-out, as in neural-tangents'
-    WideResNet example (Novak et al. 2020). No batch normalization, so the model is a plain
-    function of its parameters and its NTK is well defined (computed by the generic
-    ``"jacobian"`` or ``"vp"`` methods of :func:`silentlib.ntk.ntk`). Input
-    (P, channels, H, W); output (P,) or (P, C).
+    A first 3x3 convolution to 16 channels, three groups of ``block_size`` pre-activation
+    residual blocks with 16k, 32k and 64k channels (k = ``widen``), an average pool over the
+    whole image and a linear read-out. The first block of each group has a strided 3x3
+    convolution as its shortcut; the second and third groups downsample by stride 2 (in that
+    block's first convolution and its shortcut). At k = 4, ``block_size`` = 1 and 3 input
+    channels this is 1,530,544 parameters. Two details differ from neural-tangents: the pool
+    is global for any image size (theirs is an 8x8 window, the same for 32x32 images), and
+    padding is 1 on every side (JAX's ``SAME`` pads a stride-2 convolution on one side only).
+    Without batch normalization the model is a plain function of its parameters and its NTK is
+    well defined (computed by the generic ``"jacobian"`` or ``"vp"`` methods of
+    :func:`silentlib.ntk.ntk`). Input (P, channels, H, W); output (P,) or (P, C).
 
     Parameters
     ----------
@@ -151,7 +162,8 @@ class WideResNet(nn.Module):
     out_dim : int
         Number of outputs C.
     sigma : float
-        Weights are ``N(0, sigma^2 / fan_in)`` in the blocks and the read-out (paper: 0.3).
+        Weights are ``N(0, sigma^2 / fan_in)`` in the blocks (paper: 0.3) and, the book's
+        choice (the paper does not say), in the read-out.
     sigma_first : float
         The same for the first convolution (paper: 6.0).
 
@@ -168,15 +180,12 @@ class WideResNet(nn.Module):
         check_int("block_size", block_size)
         check_int("out_dim", out_dim)
         self.out_dim = out_dim
-        widths = [16 * widen, 32 * widen, 64 * widen]
-        self.first = _conv(channels, 16, 3, sigma_first)
+        self.first = _conv(channels, 16, sigma_first)
         blocks, c = [], 16
-        for group, w in enumerate(widths):
-            for b in range(block_size):
-                blocks.append(_Block(c, w, sigma))
-                c = w
-            if group < 2:
-                blocks.append(nn.AvgPool2d(2))
+        for w, stride in ((16 * widen, 1), (32 * widen, 2), (64 * widen, 2)):
+            blocks.append(_Block(c, w, sigma, stride, shortcut_conv=True))
+            blocks += [_Block(w, w, sigma) for _ in range(block_size - 1)]
+            c = w
         self.blocks = nn.Sequential(*blocks)
         self.readout = nn.Linear(c, out_dim, bias=False)
         with torch.no_grad():
@@ -184,6 +193,6 @@ class WideResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(P, channels, H, W) images -> (P,) outputs, or (P, C) for ``out_dim = C > 1``."""
-        h = torch.relu(self.blocks(self.first(x))).mean(dim=(2, 3))
+        h = self.blocks(self.first(x)).mean(dim=(2, 3))
         out = self.readout(h)
         return out.squeeze(-1) if self.out_dim == 1 else out

@@ -122,6 +122,21 @@ def test_wide_resnet_shapes_and_init():
     assert n_blocks == 6
 
 
+def test_wide_resnet_is_neural_tangents_wideresnet():
+    # neural-tangents' example: 3x3 conv to 16; per group a first block with a strided 3x3 conv
+    # shortcut (strides 1, 2, 2), further blocks with identity shortcuts; pool; dense read-out.
+    # Counted by hand for k = 4, b = 1, 3 channels: 432 + 55,296 + 294,912 + 1,179,648 + 256.
+    model = sl.WideResNet(widen=4, block_size=1, channels=3)
+    assert sum(p.numel() for p in model.parameters()) == 1_530_544
+    model = sl.WideResNet(widen=1, block_size=2, channels=3)
+    firsts = [b for b in model.blocks][::2]
+    assert all(b.shortcut.kernel_size == (3, 3) for b in firsts)
+    assert [b.shortcut.stride for b in firsts] == [(1, 1), (2, 2), (2, 2)]
+    assert all(b.shortcut is None for b in list(model.blocks)[1::2])
+    h = model.blocks(model.first(torch.randn(1, 3, 32, 32)))
+    assert h.shape == (1, 64, 8, 8)                       # 32 -> 16 -> 8, as neural-tangents' 8x8 pool expects
+
+
 # ------------------------------------------------------------------ seed and setup
 
 def test_seed_reads_SILENT_SEED(monkeypatch):
