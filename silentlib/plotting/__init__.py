@@ -13,6 +13,8 @@
   whitening sweep).
 * :mod:`silentlib.plotting.sweeps` -- sweeps over architectures (the paper's Appendix J) and the
   kernel norm's normalized growth (Figure 4(d)).
+* :mod:`silentlib.plotting.silence` -- the book's test of silence against the distance of the
+  network to kernel regression with its final and initial NTKs (chapter 11).
 
 Plotters draw curves that are already computed (by :mod:`silentlib.theory`, :mod:`silentlib.stats`
 or a :class:`~silentlib.train.Trajectory`); none of them solves a model. Every name above is
@@ -25,6 +27,7 @@ from .geometry import (plot_alignment_matrix, plot_nonlinear_run, plot_predictio
                        plot_realignment, plot_rkhs_level_sets, plot_whitening_sweep)
 from .scaling import (plot_depth_alignment, plot_error_scaling, plot_half_loss_times,  # noqa: F401
                       plot_time_power_law, plot_time_scaling)
+from .silence import plot_silence_evidence  # noqa: F401
 from .sweeps import plot_architecture_sweep, plot_kernel_norm_growth, settle_time  # noqa: F401
 from .style import COLORS, FIGURE_MAX_WIDTH, STYLE, log_time_axis, scale_note, use_style  # noqa: F401
 
