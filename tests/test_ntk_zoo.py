@@ -335,6 +335,17 @@ class CumulativeMean(CenterBatch):
         return self.b(h - h.cumsum(0) / n)
 
 
+class BatchAttention(nn.Module):
+    """Self-attention across the batch axis (the inputs of a batch are the tokens of one sequence)."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn, self.fc = nn.MultiheadAttention(5, 1, batch_first=True), nn.Linear(5, 1)
+
+    def forward(self, x):
+        return self.fc(self.attn(x[None], x[None], x[None])[0][0])
+
+
 class Noise(nn.Module):
     def forward(self, x):
         return x + 0.1 * torch.randn_like(x)
@@ -477,6 +488,7 @@ REFUSED = [
     ("mean over the batch, x2 of one input", CenterBatch, (5,), "mixes examples", (4, 1)),
     ("mean over the batch, one input", CenterBatch, (5,), "mixes examples", (1, None)),
     ("cumulative mean over the batch", CumulativeMean, (5,), "mixes examples", (4, None)),
+    ("attention across the batch", BatchAttention, (5,), "mixes examples", (4, None)),
     ("gradient hook on a parameter", gradient_hooked, (5,), r"parameter 0\.weight has a gradient hook", (4, None)),
     ("backward hook on a module", backward_hooked, (5,), r"0 \(Linear\) has a backward hook", (4, None)),
 ]
@@ -592,6 +604,18 @@ def test_refused_with_a_reason(name, factory, shape, reason, sizes, method):
     with pytest.raises((ValueError, TypeError), match=reason):
         sl.ntk(model, x1, x2, method=method)
     assert_unchanged(model, before, x1)
+
+
+def test_the_probe_takes_its_second_input_from_x1_or_x2_and_keeps_token_ids_in_range():
+    x1, x2 = torch.randn(1, 5), torch.randn(3, 5)
+    assert torch.equal(probes.probe_inputs(x1, x2), torch.cat([x1, x2[:1]]))
+    assert torch.equal(probes.probe_inputs(torch.cat([x1, x1]), x2), torch.cat([x1, x2[:1]]))  # not a copy
+    assert torch.equal(probes.probe_inputs(x1, None), torch.cat([x1, 2 * x1 + 1]))
+    ids = torch.tensor([[3, 7, 0]])
+    z = probes.probe_inputs(ids, None)
+    assert z.dtype == ids.dtype and torch.equal(z[1], torch.tensor([4, 0, 1])) and int(z.max()) <= 7
+    mask = torch.tensor([[True, False]])
+    assert torch.equal(probes.probe_inputs(mask, None)[1], ~mask[0])
 
 
 def test_a_wrong_transform_is_caught_not_returned(monkeypatch):
