@@ -19,7 +19,6 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 
-from ..config import exact_matmul
 from .generic import attributes_kept
 
 #: The activation modules the layerwise formula treats as elementwise (each output entry depends on
