@@ -606,6 +606,26 @@ def test_refused_with_a_reason(name, factory, shape, reason, sizes, method):
     assert_unchanged(model, before, x1)
 
 
+class MixesFromThreeInputs(CenterBatch):
+    """Mixes the batch only from three inputs on: the probe of two inputs cannot see it, the check can."""
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(h - h.mean(0) if x.shape[0] >= 3 else h).squeeze(-1)
+
+
+def test_mixing_the_probe_misses_is_caught_by_the_check_and_refused():
+    model = randomized(MixesFromThreeInputs(), 5)
+    x = torch.randn(6, 5)
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="no method computes this model's NTK exactly.*did not see"), \
+            pytest.warns(FallbackWarning):
+        sl.ntk(model, x, block_size=4)
+    with pytest.raises(ValueError, match="method='autograd' cannot compute.*failed its check.*did not see"):
+        sl.ntk(model, x, method="autograd", block_size=4)
+    assert_unchanged(model, before, x)
+
+
 def test_the_probe_takes_its_second_input_from_x1_or_x2_and_keeps_token_ids_in_range():
     x1, x2 = torch.randn(1, 5), torch.randn(3, 5)
     assert torch.equal(probes.probe_inputs(x1, x2), torch.cat([x1, x2[:1]]))

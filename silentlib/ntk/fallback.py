@@ -33,9 +33,10 @@ DERIVATIVES = {Method.JACOBIAN: "torch.func's vmap(jacrev)", Method.VP: "torch.f
 INSTEAD = {Method.JACOBIAN: "Use method='autograd' (plain autograd per example: slower), or 'auto', which falls "
                             "back to it by itself",
            Method.VP: "Use method='jacobian', 'autograd' (plain autograd per example: slower) or 'auto'",
-           Method.AUTOGRAD: "Plain autograd is the reference of the check, so the model's output for one input "
-                            "depends on the others of its batch, or on chance, in a way ntk's probe of two inputs "
-                            "did not see"}
+           Method.AUTOGRAD: "Where plain autograd raised, the model cannot be differentiated one input at a time; "
+                            "where its kernel failed the check (plain autograd on a batch), the model's output for "
+                            "one input depends on the others of its batch, or on chance, in a way ntk's probe of two "
+                            "inputs did not see"}
 
 
 def computed(model, call, plan, requested):
