@@ -111,7 +111,7 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
 
     Warns
     -----
-    FallbackWarning
+    silentlib.ntk.fallback.FallbackWarning
         When ``auto`` computed the kernel with ``"autograd"`` because torch.func failed on the
         model (:mod:`silentlib.ntk.fallback`).
     """
