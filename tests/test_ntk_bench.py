@@ -1,4 +1,5 @@
-"""The benchmark's comparison with neural-tangents: plain words when it cannot run, the rows when it can.
+"""The benchmark's comparisons: with neural-tangents (plain words when it cannot run, the rows when it can),
+and of ntk's checks with a bare torch.func contraction.
 
 neural-tangents is not part of requirements.txt (0.6.5 needs jax 0.4.23; see the README), so in the
 book's environment --peer must say that it does not import and still print the table. No test
@@ -9,6 +10,8 @@ import pytest
 import torch
 
 from silentlib import bench
+
+from test_ntk import brute_force_ntk
 
 HAS_PEER = importlib.util.find_spec("neural_tangents") is not None
 
@@ -98,3 +101,30 @@ def test_share_of_matmul_is_against_the_higher_of_the_two_throughputs():
     assert rep["rows"][0]["peak_fraction"] == 0.75 and rep["rows"][1]["peak_fraction"] is None
     rep["rows"] = []
     assert "the higher of 0.100 (before the grid) and 0.200 (after)" in report.format_report(rep)
+
+
+def test_checks_overhead_rows_and_report():
+    """bench's cost of the checks: auto, the bare torch.func contraction and the checks alone, timed side by
+    side on the two CNNs (small here), with kernels that agree; the report prints them."""
+    from silentlib.bench import report
+    rows = bench.checks_overhead(device="cpu", dtype="float64", P_cnn=3, P_wrn=2, widen=1, repeats=1)
+    assert [r["model"] for r in rows] == ["3-layer CNN (32 channels)", "WideResNet(widen=1, block_size=1)"]
+    for r in rows:
+        assert r["method"] == "jacobian" and r["max_rel_diff"] < 1e-10
+        assert 0 < r["checks_seconds"] < r["auto_seconds"] and r["bare_seconds"] > 0
+        assert r["overhead"] == pytest.approx(r["auto_seconds"] / r["bare_seconds"] - 1)
+    text = bench.format_overhead(rows)
+    assert "bare vmap(jacrev) + einsum" in text and "% of auto" in text and "P = 3" in text
+    rep = {"matmul_flop_rate": 1e11, "versions": {}, "grid": "reduced (CPU)", "rows": [],
+           "tracking": {"P": 1, "width": 1, "n_steps": 1, "n_records": 1, "plain_seconds": 1.0,
+                        "tracked_seconds": 1.0, "overhead": 0.0}, "generic": [], "checks": rows}
+    assert text in report.format_report(rep)
+
+
+def test_bare_contraction_is_the_definition():
+    """The baseline itself is the NTK: vmap(jacrev) + einsum against plain autograd, example by example."""
+    torch.manual_seed(0)
+    model = bench.cnn3(channels=4, out_dim=3, side=6).double()
+    x = torch.randn(5, 3, 6, 6, dtype=torch.float64)
+    K = brute_force_ntk(model, x, x)
+    assert float((bench.bare_ntk(model, x) - K).abs().max() / K.abs().max()) < 1e-12

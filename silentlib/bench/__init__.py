@@ -15,7 +15,8 @@ previous size, exceeds ``max_seconds`` is reported as ``skip``. Each time is giv
 as a ratio to the layerwise time measured in the same run; the layerwise FLOP/s are
 compared with the float32 (or float64) matrix-product throughput of the same device,
 also measured in the same run. The benchmark also times NTK tracking during
-training and the generic methods on the paper's Wide-ResNet with 10 outputs. ::
+training, the generic methods on the paper's Wide-ResNet with 10 outputs, and what
+:func:`~silentlib.ntk.ntk`'s checks cost on two CNNs against a bare torch.func contraction. ::
 
     python -m silentlib bench                       # the reduced grid on a CPU, the full grid on a GPU
     python -m silentlib bench --full --json out.json
@@ -24,12 +25,13 @@ training and the generic methods on the paper's Wide-ResNet with 10 outputs. ::
 The package by concept: :mod:`~silentlib.bench.timing` (the timed cases, :func:`~silentlib.bench.timing.run_benchmark`),
 :mod:`~silentlib.bench.grid` (:func:`~silentlib.bench.grid.run_grid`, tracking, the Wide-ResNet),
 :mod:`~silentlib.bench.peer` (neural-tangents side by side), :mod:`~silentlib.bench.report`
-(tables) and :mod:`~silentlib.bench.cli` (the command).
+(tables), :mod:`~silentlib.bench.overhead` (the checks' cost) and :mod:`~silentlib.bench.cli` (the command).
 """
 from __future__ import annotations
 
 from .cli import main
 from .grid import CPU_GRID, FULL_GRID, generic_models, run_grid, tracking_overhead, versions
+from .overhead import bare_ntk, checks_overhead, cnn3, format_overhead
 from .peer import PEER_IMPLEMENTATIONS, PEER_INSTALL, load_peer, peer_kernel_fns
 from .report import format_report, format_table
 from .timing import (BENCH_METHODS, DEFAULT_SIZES, DTYPES, layerwise_flops, matmul_throughput,

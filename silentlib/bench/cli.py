@@ -12,6 +12,7 @@ import torch
 
 from . import timing
 from .grid import run_grid, versions
+from .overhead import checks_overhead, format_overhead
 from .peer import PEER_INSTALL, load_peer
 from .report import format_report, format_table
 from .timing import BENCH_METHODS, DTYPES, matmul_throughput, run_benchmark
@@ -54,7 +55,10 @@ def parser():
     p.add_argument("--cpu-time", action="store_true",
                    help="time by the CPU seconds of the process (all its threads) instead of wall time: with "
                         "--threads 1, a comparison that other processes on a shared machine disturb less")
-    p.add_argument("--no-extras", action="store_true", help="the grid only: no tracking overhead, no Wide-ResNet")
+    p.add_argument("--no-extras", action="store_true",
+                   help="the grid only: no tracking overhead, no Wide-ResNet, no cost of the checks")
+    p.add_argument("--checks", action="store_true",
+                   help="only the cost of ntk's checks: auto against a bare torch.func contraction on two CNNs")
     return p
 
 
@@ -109,7 +113,11 @@ def _main(argv):
     try:
         if peer is not None and timing.device(args.device).type != "cpu":
             p.error("--peer compares on the CPU (the peer's environment has a CPU jaxlib); add --device cpu")
-        if args.sizes is not None:
+        if args.checks:
+            rows = checks_overhead(device=args.device, dtype=args.dtype, repeats=args.repeats)
+            print(format_overhead(rows))
+            report = {"versions": versions(), "checks": rows}
+        elif args.sizes is not None:
             report = _sizes_report(args, p, peer)
         else:
             report = run_grid(full=args.full, device=args.device, dtype=args.dtype, repeats=args.repeats,

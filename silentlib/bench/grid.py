@@ -11,6 +11,7 @@ from .. import __version__, config
 from ..models import MLP, WideResNet
 from ..ntk import ntk, ntk_plan
 from ..train import train
+from .overhead import checks_overhead
 from .timing import BENCH_METHODS, DTYPES, matmul_throughput, median_time, run_benchmark, sync
 from .timing import device as _device  # the functions' keyword arguments are named ``device``
 
@@ -89,7 +90,8 @@ def run_grid(*, full, device=None, dtype="float32", repeats=3, max_seconds=None,
              extras=True, methods=BENCH_METHODS) -> dict:
     """The whole benchmark: matmul throughput (before and after the grid), the MLP grid for ``methods``
     (with neural-tangents side by side when ``peer`` is its module), and unless ``extras`` is False
-    tracking overhead and the Wide-ResNet."""
+    tracking overhead, the Wide-ResNet and the cost of ntk's checks on two CNNs
+    (:func:`~silentlib.bench.overhead.checks_overhead`)."""
     dev = _device(device)
     gpu = dev.type == "cuda"
     grid = FULL_GRID if full or gpu else CPU_GRID
@@ -114,4 +116,6 @@ def run_grid(*, full, device=None, dtype="float32", repeats=3, max_seconds=None,
                                            width=1000, P=1000)
     report["generic"] = generic_models(device=dev, dtype=dtype, P=100 if gpu or full else 12,
                                        widen=4, repeats=1 if not gpu else 2)
+    report["checks"] = checks_overhead(device=dev, dtype=dtype, P_wrn=100 if gpu or full else 12, widen=4,
+                                       repeats=repeats)
     return report

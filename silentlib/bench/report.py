@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from . import timing
+from .overhead import format_overhead
 
 
 def row_line(r):
@@ -79,8 +80,8 @@ def _rates(report):
 
 
 def format_report(report) -> str:
-    """The text report of :func:`~silentlib.bench.grid.run_grid`'s result: the table, NTK tracking and the
-    Wide-ResNet."""
+    """The text report of :func:`~silentlib.bench.grid.run_grid`'s result: the table, NTK tracking, the
+    Wide-ResNet and the cost of ntk's checks."""
     lines = [format_table(report["rows"])]
     lines.insert(0, f"versions: {report['versions']}; TF32 off; {report['grid']} grid; "
                     f"float matmul throughput {report['matmul_flop_rate'] / 1e12:.3f} TFLOP/s"
@@ -96,4 +97,6 @@ def format_report(report) -> str:
         lines.append(f"{g['model']}, {g['n_params']:,} parameters, P = {g['P']}: {g['method']:<8} "
                      f"{g['seconds']:8.2f} s (blocks of {g['block_size']}, {g['groups']} parameter group(s), "
                      f"kernel {tuple(g['kernel_shape'])}{diff})")
+    if "checks" in report:
+        lines.append(format_overhead(report["checks"]))
     return "\n".join(lines)

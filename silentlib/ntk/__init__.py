@@ -2,7 +2,7 @@
 
     K[i, j, a, b] = sum_theta  d f_a(x1_i) / d theta  *  d f_b(x2_j) / d theta
 
-(paper, Section 2; Jacot et al. 2018). :func:`ntk` computes it by one of three methods
+(paper, Section 2; Jacot et al. 2018). :func:`ntk` computes it by one of four methods
 (:class:`~silentlib.ntk.methods.Method` explains each one's cost and memory):
 
 ``"layerwise"``
@@ -19,15 +19,23 @@
 ``"vp"``
     NTK-vector products: K e_jb = J_1 (J(x2_j)^T e_b), a vector-Jacobian product on
     one input followed by a Jacobian-vector product, batched over chunks of columns.
+``"autograd"``
+    Per-example Jacobians by plain reverse-mode autograd, one input and output at a time
+    (:mod:`silentlib.ntk.perexample`): the slowest, for the models torch.func cannot take.
 
 ``"auto"`` takes ``"layerwise"`` where it is exact and ``"jacobian"`` elsewhere. Every
-``"jacobian"`` and ``"vp"`` kernel is checked against plain reverse-mode autograd
-(R1^T K R2 = <J1^T R1, J2^T R2> for random R), which catches a torch.func transform
-that differentiates a module wrongly; ``"auto"`` then recomputes with ``"vp"``. No
-method leaves the model altered: the same ``Parameter`` objects, values, buffers and
-modes before and after (:mod:`silentlib.ntk.checks`).
+``"jacobian"``, ``"vp"`` and ``"autograd"`` kernel is checked against plain reverse-mode autograd
+(R1^T K R2 = <J1^T R1, J2^T R2> for random R, on a few inputs), which catches a torch.func
+transform that differentiates a module wrongly; where torch.func fails or is caught, ``"auto"``
+recomputes the kernel with ``"autograd"`` and says so in a
+:class:`~silentlib.ntk.fallback.FallbackWarning`, and a method chosen explicitly raises the reason
+(:mod:`silentlib.ntk.fallback`). The NTK is that of the model's function: a hook that changes its
+gradients is refused (:func:`~silentlib.ntk.checks.check_gradient_hooks`), as is a model whose output
+for one input depends on the other inputs of its batch or on chance (:mod:`silentlib.ntk.probes`).
+No method leaves the model altered: the same ``Parameter`` objects, values, buffers and modes
+before and after (:mod:`silentlib.ntk.checks`).
 
-All three block over inputs (:mod:`silentlib.ntk.blocks`). :func:`ntk_plan` chooses the
+All four block over inputs (:mod:`silentlib.ntk.blocks`). :func:`ntk_plan` chooses the
 blocks before anything is allocated so that the kernel and the working buffers fit in the
 free memory of the model's device, or raises ``ValueError`` saying what is needed and what
 to change (:mod:`silentlib.ntk.memory`). For one set of inputs (``x2=None``) only the
@@ -39,17 +47,16 @@ processes keep busy, a call computes on fewer threads than torch's setting
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
 from ..config import exact_matmul
-from . import checks, memory, products
-from .checks import (ELEMENTWISE, PASS_THROUGH, check_per_example, is_layerwise_compatible,
-                     layerwise_refusal)
+from . import arguments, checks, fallback, memory, probes, products
+from .checks import ELEMENTWISE, PASS_THROUGH, is_layerwise_compatible, layerwise_refusal
+from .fallback import FallbackWarning
 from .memory import Plan
 from .methods import IMPLEMENTATIONS, METHODS, Call, Method
+from .probes import check_per_example
 
 def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int | None = None,
         outputs=None):
@@ -60,40 +67,60 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
     model : torch.nn.Module
         The network; its output for P inputs has shape (P,) (a scalar output) or (P, C).
         Its output for one input must not depend on the other inputs of the batch (no
-        batch norm in training mode).
+        batch norm in training mode) nor on chance (no dropout in training mode), and its
+        gradients must be the derivatives of its forward pass (no gradient hooks).
     x1 : array_like or torch.Tensor
-        (P1, ...) inputs.
+        (P1, ...) inputs: floating-point ones are cast to the parameters' dtype, integer and
+        boolean ones (token ids) passed as they are.
     x2 : array_like or torch.Tensor, optional
         (P2, ...) inputs with the same trailing shape, or None for x2 = x1.
     method : str or Method
-        ``"auto"`` (layerwise when the model allows it, else jacobian), ``"layerwise"``,
-        ``"jacobian"`` or ``"vp"`` (see :class:`~silentlib.ntk.methods.Method`).
+        ``"auto"`` (layerwise when the model allows it, else jacobian, falling back to
+        autograd), ``"layerwise"``, ``"jacobian"``, ``"vp"`` or ``"autograd"`` (see
+        :class:`~silentlib.ntk.methods.Method`).
     block_size : int, optional
-        Number of inputs per block; by default chosen by :func:`ntk_plan` from the free
-        memory of the model's device.
-    outputs : sequence of int or slice, optional
+        Number of inputs per block (a Python or numpy integer); by default chosen by
+        :func:`ntk_plan` from the free memory of the model's device.
+    outputs : int, slice, sequence of int or boolean mask, optional
         For a C-output model, the output indices whose kernel blocks K[:, :, a, b] to
-        compute; default all. Computing per-output blocks divides the memory by
-        (C / len(outputs))^2.
+        compute; default all. A sequence may repeat an index; a boolean mask has C entries;
+        an int a gives K[:, :, a, a] alone, (P1, P2). Computing per-output blocks divides
+        the memory by (C / len(outputs))^2.
 
     Returns
     -------
     torch.Tensor
-        Shape (P1, P2) for a scalar output or (P1, P2, C', C') for C' selected outputs
-        (neural-tangents' ``trace_axes=()``), on the model's device, in the model's dtype.
+        Shape (P1, P2) for a scalar output (or an int ``outputs``) or (P1, P2, C', C') for C'
+        selected outputs (neural-tangents' ``trace_axes=()``), on the model's device, in the
+        model's dtype.
 
     Raises
     ------
     ValueError
-        Before allocating, if the kernel or the working memory of the smallest block does
-        not fit in the device's free memory, naming the size needed and the ways out
-        (fewer inputs, per-output blocks, ``block_size``, the CPU); also for an unknown
+        Before allocating, if the kernel or the working memory of one input does not fit in
+        the device's free memory, naming the size needed and the ways out (fewer inputs,
+        per-output blocks, ``block_size``, another method, the CPU); also for an unknown
         method, ``"layerwise"`` on a model that is not a stack of linear layers and
-        elementwise activations, a model that mixes the examples of a batch (see
-        :func:`~silentlib.ntk.checks.check_per_example`), or inputs of mismatched shapes.
+        elementwise activations, a model that mixes the examples of a batch or is random
+        (:mod:`~silentlib.ntk.probes`), a gradient hook
+        (:func:`~silentlib.ntk.checks.check_gradient_hooks`), a model on the ``meta`` device,
+        inputs of mismatched shapes, out-of-range ``outputs``, and a method chosen explicitly
+        that cannot compute the kernel (the reason, and the methods that can).
+    TypeError
+        For ``outputs`` that are not integers or a boolean mask (floats, strings).
+
+    Warns
+    -----
+    silentlib.ntk.fallback.FallbackWarning
+        When ``auto`` computed the kernel with ``"autograd"`` because torch.func failed on the
+        model (:mod:`silentlib.ntk.fallback`).
     """
     method = Method.parse(method)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if device.type == "meta":
+        raise ValueError("the model is on the meta device: its parameters have shapes but no values, so ntk_plan "
+                         "can plan its kernel but ntk cannot compute it; materialize it first "
+                         "(model.to_empty(device=...), then load or initialize its weights)")
     # fewer CPU threads while other processes hold the cores (products.cpu_threads)
     with exact_matmul(), torch.no_grad(), products.cpu_threads(device):
         return _ntk(model, x1, x2, method, block_size, outputs)
@@ -103,68 +130,62 @@ def ntk_plan(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size:
              outputs=None) -> Plan:
     """The :class:`~silentlib.ntk.memory.Plan` (blocks, caching, memory) :func:`ntk` would use for these arguments.
 
-    Takes the arguments of :func:`ntk` and allocates nothing. Raises the ``ValueError``
-    that :func:`ntk` would raise when the kernel cannot fit.
+    Takes the arguments of :func:`ntk` and computes no kernel: a model that is not a plain stack
+    is evaluated once, on two inputs, for the shape of its output and its activations; a model on
+    the ``meta`` device (shapes, no weights) is planned against the host's memory. Raises the
+    ``ValueError`` that :func:`ntk` would raise when the kernel cannot fit or the arguments are
+    wrong (the probe for examples that see each other is left to :func:`ntk`).
     """
-    call = _prepare(model, x1, x2, Method.parse(method), outputs)
+    call, _ = _prepare(model, x1, x2, Method.parse(method), outputs)
     return _plan(model, call, block_size)
 
 
 def _plan(model, call, block_size):
-    return memory.plan(model, call, block_size, IMPLEMENTATIONS[call.method].needs)
+    return memory.plan(model, call, arguments.block_size(block_size), IMPLEMENTATIONS[call.method].needs)
 
 
 def _ntk(model, x1, x2, requested, block_size, outputs):
-    call = _prepare(model, x1, x2, requested, outputs)
+    call, probe = _prepare(model, x1, x2, requested, outputs)
     plan = _plan(model, call, block_size)
-    K = IMPLEMENTATIONS[call.method].compute(model, call, plan)
-    if IMPLEMENTATIONS[call.method].checked:  # the layerwise formula is exact by its refusals
-        K = _checked(model, call, plan, K, requested, block_size)
+    if probe is not None:  # after the plan: a kernel that cannot fit is refused before any computation
+        probes.check_mixing(model, *probe, call.x1)
+    K = fallback.computed(model, call, plan, requested)
     return K[:, :, 0, 0] if call.scalar else K
 
 
-def _checked(model, call, plan, K, requested, block_size):
-    """K if it passes :func:`~silentlib.ntk.checks.projection_error`; for ``auto``, else the ``vp``
-    kernel if that passes; else ``ValueError`` saying which check failed."""
-    x2 = None if call.same else call.x2
-    error = checks.projection_error(model, call.x1, x2, K, call.idx, plan.block_size)
-    if error is not None and requested is Method.AUTO:
-        vp = dataclasses.replace(call, method=Method.VP)
-        plan = _plan(model, vp, block_size)
-        K = IMPLEMENTATIONS[Method.VP].compute(model, vp, plan)
-        error2 = checks.projection_error(model, call.x1, x2, K, call.idx, plan.block_size)
-        error = None if error2 is None else f"{error}; with method='vp' {error2}"
-    if error is not None:
-        raise ValueError(
-            f"the kernel that method={call.method.label!r} computed failed its check against plain "
-            f"autograd: {error}. torch.func's transforms differentiate this model wrongly (under vmap, "
-            f"PReLU's weight is one such case in torch {torch.__version__}); "
-            + ("no method computes it exactly" if requested is Method.AUTO else "try method='vp' or 'auto'"))
-    return K
+def _prepare(model, x1, x2, requested, outputs):
+    """(the checked :class:`~silentlib.ntk.methods.Call`, the probe (z, model(z)) for the mixing check, or
+    None for a plain stack).
 
-
-def _prepare(model, x1, x2, requested, outputs) -> Call:
-    """The checked :class:`~silentlib.ntk.methods.Call`: parameters, inputs on the parameters' device
-    and dtype, the method (``auto`` resolved), the selected outputs; the model probed on x1[:1]
-    (a plain stack's output shape is read from its layers)."""
+    The call: parameters, inputs on the parameters' device (floating-point ones in their dtype), the
+    method (``auto`` resolved), the selected outputs. A plain stack's output shape is read from its
+    layers, any other model's from two inputs (:func:`~silentlib.ntk.probes.output_shape`).
+    """
     params = {k: v for k, v in model.named_parameters() if v.requires_grad}
     if not params:
         raise ValueError("the model has no trainable parameters, so its NTK is zero-dimensional")
+    checks.check_gradient_hooks(model)
     ref = next(iter(params.values()))
-    x1 = checks.batch(x1, "x1", ref)
+    x1 = arguments.batch(x1, "x1", ref)
     same = x2 is None
-    x2 = x1 if same else checks.batch(x2, "x2", ref)
+    x2 = x1 if same else arguments.batch(x2, "x2", ref)
     if x2.shape[1:] != x1.shape[1:]:
         raise ValueError(f"x1 and x2 must have the same trailing shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
     layers, refusal = checks.plain_stack(model, x1.ndim)
     method = _resolve(requested, refusal)
     if refusal is not None:
-        checks.check_batch_norm(model)
-    shape = None if layers is None else checks.stack_output_shape(model, layers, x1)
+        probes.check_known_layers(model)
+    shape = None if layers is None or not x1.is_floating_point() else checks.stack_output_shape(model, layers, x1)
+    probe = activations = None
     if shape is None:
-        shape = _probe(model, x1, mixing=refusal is not None).shape
-    idx = _output_indices(shape, outputs)
-    return Call(params, x1, x2, same, idx, len(shape) == 1, method, layers)
+        z = probes.probe_inputs(x1, None if same else x2)
+        shape, fz, activations = probes.output_shape(model, x1, z)
+        probe = (z, fz)
+    if len(shape) == 1 and outputs is not None:
+        raise ValueError("outputs= selects outputs of a multi-output model, but this model has a scalar output")
+    idx, single = arguments.output_indices(outputs, 1 if len(shape) == 1 else shape[1])
+    call = Call(params, x1, x2, same, idx, len(shape) == 1 or single, method, layers, activations)
+    return call, (probe if refusal is not None else None)
 
 
 def _resolve(requested, refusal):
@@ -176,32 +197,3 @@ def _resolve(requested, refusal):
                          f"activations, and not for this model: {refusal}. Use method='jacobian' or 'vp' "
                          "(or 'auto', which picks 'jacobian' here)")
     return requested
-
-
-def _probe(model, x1, *, mixing):
-    """model(x1[:1]), checked to be (1,) or (1, C); with ``mixing``, the model also probed for
-    examples that see each other (:func:`~silentlib.ntk.checks.check_mixing`)."""
-    with checks.buffers_kept(model), checks.attributes_kept(model), torch.no_grad():
-        probe = checks.evaluate(model, x1, "x1", lambda: model(x1[:1].clone()))
-    if not torch.is_tensor(probe) or probe.ndim not in (1, 2) or probe.shape[0] != 1:
-        got = tuple(probe.shape) if torch.is_tensor(probe) else type(probe).__name__
-        raise ValueError(f"the model must map (P, ...) inputs to (P,) or (P, C) outputs (one tensor), "
-                         f"got {got} for P=1")
-    if mixing:
-        with checks.buffers_kept(model), checks.attributes_kept(model):
-            checks.evaluate(model, x1, "x1", lambda: checks.check_mixing(model, x1))
-    return probe
-
-
-def _output_indices(shape, outputs):
-    """The selected output indices (all by default) of a model whose output on one input has ``shape``."""
-    scalar = len(shape) == 1
-    C = 1 if scalar else shape[1]
-    if outputs is None:
-        return list(range(C))
-    if scalar:
-        raise ValueError("outputs= selects outputs of a multi-output model, but this model has a scalar output")
-    idx = list(range(C))[outputs] if isinstance(outputs, slice) else [int(a) for a in outputs]
-    if not idx or any(not 0 <= a < C for a in idx):
-        raise ValueError(f"outputs must select indices in 0..{C - 1}, got {outputs!r}")
-    return idx

@@ -2,10 +2,12 @@
 
 * :func:`layerwise_refusal` -- why the layerwise formula would not be exact for a model
   (not a plain stack, a tied weight, a hook, a parametrization, ...), or None;
-* :func:`check_per_example` -- the probes for a model whose output for one input depends on
-  the other inputs of its batch (batch norm in training mode, mixing, randomness);
+* :func:`check_gradient_hooks` -- a model whose gradients are not the derivatives of its function
+  (a gradient hook on a parameter, a backward hook) is refused by every method;
 * :func:`buffers_kept` -- forward passes that change the model's buffers are refused and undone;
 * :func:`projection_error` -- a computed kernel against plain reverse-mode autograd.
+
+Whether the output for one input depends on that input alone is probed in :mod:`silentlib.ntk.probes`.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 
-from ..config import as_batch, exact_matmul
 from .generic import attributes_kept
 
 #: The activation modules the layerwise formula treats as elementwise (each output entry depends on
@@ -185,45 +186,42 @@ def _unknown(name, m):
             "nn.Flatten or eval-mode nn.Dropout")
 
 
-# ---------------------------------------------------------------------------- per-example probes
+# ---------------------------------------------------------------------------- hooks on gradients
 
-def check_per_example(model: nn.Module, x) -> None:
-    """Raise ``ValueError`` if the model's output for one input depends on the others in its batch.
+def check_gradient_hooks(model: nn.Module) -> None:
+    """Raise ``ValueError`` naming the hook that makes ``model``'s gradients differ from the derivatives of its
+    forward pass.
 
-    The per-example NTK is then ill-defined. Batch norm in training mode is refused by
-    name; any other mixing is caught by evaluating a batch of up to eight inputs with all but the
-    first changed, and randomness (such as dropout in training mode) by evaluating it twice.
+    The NTK :func:`silentlib.ntk.ntk` computes is that of the model's function, K = J J^T with
+    J = d f / d theta (as a custom ``autograd.Function``'s backward defines it). A gradient hook on a
+    trainable parameter (``Tensor.register_hook``) or a module's backward hook
+    (``register_full_backward_hook``, ``register_full_backward_pre_hook``, their global forms) changes
+    the gradients autograd delivers, so training no longer follows J^T and no kernel of the function
+    describes it; ``ntk`` refuses such a model with every method (it cannot tell a hook that only
+    observes from one that rescales or masks).
     """
-    check_batch_norm(model)
-    check_mixing(model, x)
-
-
-def check_batch_norm(model):
-    """Raise ``ValueError`` naming the first batch-norm module of ``model`` in training mode."""
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
-            raise ValueError(
-                f"{name or type(model).__name__} is {type(m).__name__} in training mode: it normalizes with "
-                "statistics of the whole batch, so one input's output depends on the others and the "
-                "per-example NTK is ill-defined. Use a model without batch norm (silentlib's WideResNet "
-                "has none), or call model.eval() to use fixed running statistics.")
-
-
-def check_mixing(model, x):
-    """Raise ``ValueError`` if row 0 of model(x[:8]) changes when the other rows do, or between calls."""
-    if x.shape[0] < 2:
-        return
-    a = x[:8].clone()
-    b = torch.cat([a[:1], 2 * a[1:] + 1])
-    with torch.no_grad(), exact_matmul():
-        fa, again, fb = model(a), model(a.clone()), model(b)
-    tol = (1e-12 if fa.dtype == torch.float64 else 1e-5) * max(float(fa.abs().max()), 1e-30)
-    if float((fa[0] - fb[0]).abs().max()) > tol or float((fa - again).abs().max()) > tol:
+    hook = _gradient_hook(model)
+    if hook:
         raise ValueError(
-            f"{type(model).__name__}'s output for one input changed when another input of the batch "
-            "changed: it mixes examples (batch statistics, attention across the batch) or is random "
-            "(dropout in training mode), so the per-example NTK is ill-defined; call model.eval() "
-            "or remove the layer that mixes the batch")
+            f"{hook}: it changes the gradients that training follows, so they are not the derivatives of the "
+            "model's function, whose NTK ntk computes (K = J J^T, J = d f / d theta). Remove the hook (its "
+            "handle's .remove()) for the NTK of the function; to train only some entries of a weight, put the "
+            "mask in the forward pass (a parametrization w -> mask * w + (1 - mask) * w.detach()), whose NTK "
+            "is then the one over the entries that train")
+
+
+def _gradient_hook(model):
+    """The first gradient or backward hook of ``model`` (see :func:`check_gradient_hooks`), or None."""
+    for name, p in model.named_parameters():
+        if p.requires_grad and p._backward_hooks:
+            return f"parameter {name} has a gradient hook (Tensor.register_hook)"
+    for name, m in model.named_modules():
+        if m._backward_hooks or m._backward_pre_hooks:
+            return (f"{name or type(model).__name__} ({type(m).__name__}) has a backward hook "
+                    "(register_full_backward_hook or register_full_backward_pre_hook)")
+    if _module._global_backward_hooks or _module._global_backward_pre_hooks:
+        return "a global module backward hook is registered (nn.modules.module.register_module_full_backward_hook)"
+    return None
 
 
 @contextlib.contextmanager
@@ -246,44 +244,43 @@ def buffers_kept(model):
 
 
 def evaluate(model, x, name, fn):
-    """fn(), which evaluates the model on the first inputs of ``x``; an error the model raises there is
+    """fn(), which evaluates the model on inputs taken from ``x``; an error the model raises there is
     reported with the shape of the whole ``x`` (the one the user passed), not of the probe."""
     try:
         return fn()
-    except (RuntimeError, ValueError, IndexError) as err:
-        if isinstance(err, ValueError) and "per-example NTK" in str(err):
-            raise
+    except (RuntimeError, ValueError, IndexError, TypeError) as err:
         raise ValueError(f"the model cannot be evaluated on {name} of shape {tuple(x.shape)} "
-                         f"(ntk evaluated its first inputs, {name}[:1] or {name}[:2]): {err}") from err
-
-
-def batch(a, name, ref):
-    """:func:`silentlib.config.as_batch`, with its finiteness check done as one reduction when that
-    passes (a finite sum has finite terms; otherwise the entries are checked one by one)."""
-    if torch.is_tensor(a) and a.ndim >= 1 and a.shape[0] > 0:
-        t = a.to(device=ref.device, dtype=ref.dtype)
-        if torch.isfinite(t.sum()):
-            return t
-    return as_batch(a, name, ref)
+                         f"(ntk evaluated it on two of its inputs, together and one at a time): {err}") from err
 
 
 # ---------------------------------------------------------------------------- the autograd check
+
+#: The kernel is checked on this many inputs of x1 (and of x2), spread evenly over them.
+CHECK_INPUTS = 4
+
 
 def projection_error(model, x1, x2, K, idx, block):
     """None if R1^T K R2 = <J(x1)^T R1, J(x2)^T R2> for random R1 (P1, C), R2 (P2, C), else what differs.
 
     Both sides of this identity hold for the exact kernel; the right side needs only plain
     reverse-mode autograd (one backward pass per block of inputs), so it checks the transforms
-    (vmap, jacrev, jvp) that computed K. Tolerance 10 sqrt(eps) of ``|J1^T R1| |J2^T R2|``.
+    (vmap, jacrev, jvp) that computed K. It is checked on :data:`CHECK_INPUTS` inputs of x1 and of x2
+    spread evenly over them (so over several blocks), the rows and columns of K between them: a
+    transform that differentiates a module wrongly does so for every input, and the check then costs
+    a few inputs' backward pass, not a pass over all of them. Tolerance 10 sqrt(eps) of
+    ``|J1^T R1| |J2^T R2|``.
     """
     gen = torch.Generator(device=K.device).manual_seed(0)
-    R1 = torch.randn(x1.shape[0], len(idx), generator=gen, dtype=K.dtype, device=K.device)
-    g1 = _projected_gradient(model, x1, R1, idx, block)
+    rows = _spread(x1.shape[0], K.device)
+    cols = rows if x2 is None else _spread(x2.shape[0], K.device)
+    K = K[rows][:, cols]
+    R1 = torch.randn(len(rows), len(idx), generator=gen, dtype=K.dtype, device=K.device)
+    g1 = _projected_gradient(model, x1[rows], R1, idx, block)
     if x2 is None:
         R2, g2 = R1, g1
     else:
-        R2 = torch.randn(x2.shape[0], len(idx), generator=gen, dtype=K.dtype, device=K.device)
-        g2 = _projected_gradient(model, x2, R2, idx, block)
+        R2 = torch.randn(len(cols), len(idx), generator=gen, dtype=K.dtype, device=K.device)
+        g2 = _projected_gradient(model, x2[cols], R2, idx, block)
     projected = float(torch.einsum("ia,ijab,jb->", R1, K, R2))
     exact = float(g1 @ g2)
     scale = float(torch.linalg.vector_norm(g1) * torch.linalg.vector_norm(g2))
@@ -291,6 +288,11 @@ def projection_error(model, x1, x2, K, idx, block):
     if not abs(projected - exact) <= tol:
         return f"R^T K R = {projected:.6g} but <J^T R, J^T R> = {exact:.6g} (tolerance {tol:.1g})"
     return None
+
+
+def _spread(P, device):
+    """:data:`CHECK_INPUTS` indices (all when P is smaller) spread evenly over 0..P-1, first and last included."""
+    return torch.linspace(0, P - 1, min(P, CHECK_INPUTS), device=device).round().long().unique()
 
 
 def _projected_gradient(model, x, R, idx, block):

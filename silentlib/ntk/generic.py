@@ -119,9 +119,10 @@ def vp_block(model, params, x1, x2, idx, chunk):
     x2 = x1 if same else x2
     C = len(idx)
     B1, B2 = x1.shape[0], x2.shape[0]
-    K = torch.empty((B1, B2, C, C), dtype=x1.dtype, device=x1.device)
+    dtype = next(iter(params.values())).dtype  # the inputs' may be an integer type (token ids)
+    K = torch.empty((B1, B2, C, C), dtype=dtype, device=x1.device)
     per = max(1, chunk // C)  # inputs of x2 per chunk
-    eye = torch.eye(C, dtype=x1.dtype, device=x1.device)
+    eye = torch.eye(C, dtype=dtype, device=x1.device)
     for j0, j1 in blocks.edges(B2, per):
         rows = x1[:j1] if same else x1
         xs = x2[j0:j1].repeat_interleave(C, dim=0)      # (n*C, ...): x2_j, once per output b
@@ -153,7 +154,7 @@ def _columns(model, params, x1, idx):
 
     def reverse_mode(xj, e):
         _, pullback = vjp(lambda p: f(p, x1), params)
-        zero = torch.zeros(x1.shape[0], C, dtype=x1.dtype, device=x1.device)
+        zero = torch.zeros(x1.shape[0], C, dtype=e.dtype, device=x1.device)
         return vjp(lambda u: pullback(u)[0], zero)[1](tangent(xj, e))[0]
 
     def run(xs, es):

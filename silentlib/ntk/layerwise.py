@@ -105,7 +105,10 @@ def features(layers, x, idx):
     trainable = [i for i, (kind, _, m) in enumerate(layers) if kind == "linear" and
                  (m.weight.requires_grad or (m.bias is not None and m.bias.requires_grad))]
     saved, rows = _forward(layers, x), _rows(idx)
-    g = None  # (B or 1, C, N) gradients at the current layer's output; None: the identity rows e_a
+    g = None  # (B or 1, C, N) gradients at the current layer's output; None: the identity rows e_a, ...
+    if len(set(idx)) < len(idx):  # ... whose Gram matrix is delta_ab only for distinct outputs
+        out = next(m.out_features for kind, _, m in reversed(layers) if kind == "linear")
+        g = torch.eye(out, dtype=x.dtype, device=x.device)[idx].unsqueeze(0)
     feats = []
     for i in range(len(layers) - 1, trainable[0] - 1, -1):
         kind, _, m = layers[i]

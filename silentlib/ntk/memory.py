@@ -102,7 +102,7 @@ class Room:
             free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
         kernel = P1 * P2 * C * C * nbytes
         where = "the GPU" if dev.type == "cuda" else "the host"
-        cpu = "" if dev.type == "cpu" else \
+        cpu = "" if dev.type in ("cpu", "meta") else \
             f", or compute on the CPU (model.cpu(); the host has {gib(config.free_memory('cpu'))} available)"
         if kernel > USABLE * free:
             raise ValueError(
@@ -194,8 +194,14 @@ class VpNeeds:
 
 def activation_numel(model, x_one):
     """Entries of every leaf module's output for one input (an estimate of the activations kept)."""
-    x_one = x_one.clone()  # an in-place first module must not overwrite the caller's input
-    total = [x_one.numel()]
+    return counted_forward(model, x_one)[1]
+
+
+def counted_forward(model, x):
+    """(model(x), the entries of an input of x and of every leaf module's output per input of x): one
+    forward pass that also estimates the activations kept (see :func:`activation_numel`)."""
+    x = x.clone()  # an in-place first module must not overwrite the caller's input
+    total = [x.numel()]
 
     def hook(_m, _inp, out):
         if torch.is_tensor(out):
@@ -205,11 +211,11 @@ def activation_numel(model, x_one):
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad(), attributes_kept(model):
-            model(x_one)
+            out = model(x)
     finally:
         for h in handles:
             h.remove()
-    return total[0]
+    return out, total[0] // x.shape[0]
 
 
 def group_parameters(params, cap):
@@ -235,11 +241,17 @@ def layerwise_needs(model, call, budget):
     return FeatureNeeds(feat, 1 + 2 * C * C, act, call.x1.shape[0], call.x2.shape[0], call.same, budget)
 
 
+def _activations(model, call):
+    """The entries of one input's activations: ``call.activations`` when the probe counted them, else
+    counted by a forward pass on x1[0] (:func:`activation_numel`)."""
+    return call.activations if call.activations is not None else activation_numel(model, call.x1[:1])
+
+
 def jacobian_needs(model, call, budget):
     """One input's Jacobian (C x n, and its concatenated copy) and the activations of its C backward
     passes must fit in half the budget; the parameters are split into groups if not."""
     C = len(call.idx)
-    act = 3 * activation_numel(model, call.x1[:1])
+    act = 3 * _activations(model, call)
     cap = max(1, int((budget / 2 - (C + 1) * act) / (2 * C)))
     groups = group_parameters(call.params, cap)
     n_group = max(sum(call.params[k].numel() for k in g) for g in groups)
@@ -249,7 +261,7 @@ def jacobian_needs(model, call, budget):
 
 def vp_needs(model, call, budget):
     """See :class:`VpNeeds`."""
-    act = 3 * activation_numel(model, call.x1[:1])
+    act = 3 * _activations(model, call)
     n_params = sum(p.numel() for p in call.params.values())
     return VpNeeds(n_params, act, len(call.idx), max(call.x1.shape[0], call.x2.shape[0]), budget)
 
@@ -265,13 +277,21 @@ def plan(model, call, block_size, needs_of) -> Plan:
     auto = needs.auto_block()
     if auto < 1:
         raise ValueError(
-            f"computing this NTK with method={label!r} needs more working memory than {room.where} has "
-            f"beside the {gib(room.kernel)} kernel ({gib(room.free)} free): use fewer inputs, per-output "
-            f"blocks (outputs=[...]), method='jacobian' for a large model (it splits the parameters)"
-            f"{room.elsewhere}")
+            f"computing this NTK with method={label!r} needs {gib(needs.working(1) * room.nbytes)} of working "
+            f"memory even for one input at a time, more than {room.where} has beside the {gib(room.kernel)} "
+            f"kernel ({gib(room.free)} free): {_smaller(label, len(call.idx))}{room.elsewhere}")
     b = _block_size(block_size, min(auto, max(call.x1.shape[0], call.x2.shape[0])), call, room)
     return Plan(label, len(call.idx), b, needs.cache, needs.groups, needs.chunk(b), room.kernel,
                 int(needs.working(b) * room.nbytes), int(room.free))
+
+
+def _smaller(label, C):
+    """What makes one input's working memory smaller for the method ``label`` with C outputs."""
+    ways = ["compute fewer outputs at a time (outputs=[...])"] if C > 1 else []
+    if label == "vp":
+        ways.append("use method='jacobian', which splits the parameters into groups (vp holds one "
+                    "parameter-sized tangent per output)")
+    return "; ".join(ways) or "this model's activations and gradients for one input do not fit"
 
 
 def _block_size(block_size, fits, call, room):

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from . import generic, layerwise, memory
+from . import generic, layerwise, memory, perexample
 
 
 class Method(enum.IntEnum):
@@ -35,16 +35,23 @@ class Method(enum.IntEnum):
         one parameter-sized tangent and the block's activations, no Jacobian at all: the choice
         for large models on few inputs. Cost about P2 C forward-and-backward passes over the P1 rows, so it scales with
         P^2 like a network evaluation rather than a matrix product. Checked against autograd.
+    ``AUTOGRAD``
+        Any module plain autograd differentiates, also where torch.func's transforms fail: per-example
+        Jacobians by ``torch.autograd.grad``, one input and one output at a time
+        (:mod:`silentlib.ntk.perexample`), contracted like ``JACOBIAN``'s, within the same memory.
+        P C backward passes in a Python loop: the slowest, and the fallback. Checked against autograd.
     ``AUTO``
-        ``LAYERWISE`` where it is exact, else ``JACOBIAN``, recomputed with ``VP`` if the
-        jacobian kernel fails its autograd check.
+        ``LAYERWISE`` where it is exact, else ``JACOBIAN``, recomputed with ``AUTOGRAD`` (with a
+        :class:`~silentlib.ntk.fallback.FallbackWarning`) if torch.func fails on the model or its
+        kernel fails its autograd check (:mod:`silentlib.ntk.fallback`).
 
-    ``Method.parse`` accepts the names ``"auto"``, ``"layerwise"``, ``"jacobian"``, ``"vp"``.
+    ``Method.parse`` accepts the names ``"auto"``, ``"layerwise"``, ``"jacobian"``, ``"vp"``, ``"autograd"``.
     """
     AUTO = 0
     LAYERWISE = 1
     JACOBIAN = 2
     VP = 3
+    AUTOGRAD = 4
 
     @property
     def label(self) -> str:
@@ -69,8 +76,11 @@ METHODS = tuple(m.label for m in Method)
 class Call:
     """One checked call of :func:`~silentlib.ntk.ntk`: the trainable parameters (by name), the inputs
     x1 (P1, ...) and x2 (P2, ...) (x2 is x1 when ``same``), the selected output indices ``idx``,
-    whether the model's output is scalar, the method (never ``AUTO``) and, for a plain stack, its
-    layers (:func:`~silentlib.ntk.checks.plain_stack`; None for any other model)."""
+    whether the kernel has no output axes (``scalar``: a scalar output, or one output selected by an
+    int), the method (never ``AUTO``), for a plain stack its layers
+    (:func:`~silentlib.ntk.checks.plain_stack`; None for any other model), and the entries of one
+    input's activations where the probe counted them (:func:`~silentlib.ntk.memory.counted_forward`;
+    None: the memory plan counts them)."""
     params: dict
     x1: torch.Tensor
     x2: torch.Tensor
@@ -79,6 +89,7 @@ class Call:
     scalar: bool
     method: Method
     layers: list | None = None
+    activations: int | None = None
 
     @property
     def ref(self) -> torch.Tensor:
@@ -101,4 +112,5 @@ IMPLEMENTATIONS = {
     Method.LAYERWISE: Implementation(layerwise.compute, memory.layerwise_needs, checked=False),
     Method.JACOBIAN: Implementation(generic.compute_jacobian, memory.jacobian_needs, checked=True),
     Method.VP: Implementation(generic.compute_vp, memory.vp_needs, checked=True),
+    Method.AUTOGRAD: Implementation(perexample.compute, memory.jacobian_needs, checked=True),
 }
