@@ -69,8 +69,9 @@ METHODS = tuple(m.label for m in Method)
 class Call:
     """One checked call of :func:`~silentlib.ntk.ntk`: the trainable parameters (by name), the inputs
     x1 (P1, ...) and x2 (P2, ...) (x2 is x1 when ``same``), the selected output indices ``idx``,
-    whether the model's output is scalar, the method (never ``AUTO``) and, for a plain stack, its
-    layers (:func:`~silentlib.ntk.checks.plain_stack`; None for any other model)."""
+    whether the model's output is scalar, the method (never ``AUTO``), for a plain stack its
+    layers (:func:`~silentlib.ntk.checks.plain_stack`; None for any other model), and where the
+    blocks go (:func:`silentlib.ntk.blocks.target`; None: the whole kernel in memory)."""
     params: dict
     x1: torch.Tensor
     x2: torch.Tensor
@@ -79,6 +80,7 @@ class Call:
     scalar: bool
     method: Method
     layers: list | None = None
+    target: object = None
 
     @property
     def ref(self) -> torch.Tensor:
