@@ -45,14 +45,14 @@ import torch
 from torch import nn
 
 from ..config import exact_matmul
-from . import checks, memory, products
+from . import checks, distributed as spread, memory, products
 from .checks import (ELEMENTWISE, PASS_THROUGH, check_per_example, is_layerwise_compatible,
                      layerwise_refusal)
 from .memory import Plan
 from .methods import IMPLEMENTATIONS, METHODS, Call, Method
 
 def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int | None = None,
-        outputs=None):
+        outputs=None, out=None, distributed: bool = True):
     """The empirical NTK of ``model`` between inputs ``x1`` and ``x2``.
 
     Parameters
@@ -75,12 +75,23 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
         For a C-output model, the output indices whose kernel blocks K[:, :, a, b] to
         compute; default all. Computing per-output blocks divides the memory by
         (C / len(outputs))^2.
+    out : str or os.PathLike, optional
+        A ``.npy`` file to write the kernel into, block by block, so that it need not fit in
+        memory: the blocks are sized by the device's memory alone. An interrupted call resumes
+        (called again with the same model, inputs and arguments, it computes only the blocks not
+        yet on disk); a file of another kernel is refused, never reused or overwritten
+        (:mod:`silentlib.ntk.store` describes the file and its index).
+    distributed : bool
+        When a ``torch.distributed`` process group is initialized, spread the block pairs over
+        its ranks, each computing on its model's device (:mod:`silentlib.ntk.distributed`); every
+        rank must make the same call. False computes on this process alone.
 
     Returns
     -------
-    torch.Tensor
+    torch.Tensor or numpy.memmap
         Shape (P1, P2) for a scalar output or (P1, P2, C', C') for C' selected outputs
-        (neural-tangents' ``trace_axes=()``), on the model's device, in the model's dtype.
+        (neural-tangents' ``trace_axes=()``), on the model's device, in the model's dtype; with
+        ``out``, the finished file opened as a read-only memory map.
 
     Raises
     ------
@@ -90,12 +101,17 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
         (fewer inputs, per-output blocks, ``block_size``, the CPU); also for an unknown
         method, ``"layerwise"`` on a model that is not a stack of linear layers and
         elementwise activations, a model that mixes the examples of a batch (see
-        :func:`~silentlib.ntk.checks.check_per_example`), or inputs of mismatched shapes.
+        :func:`~silentlib.ntk.checks.check_per_example`), or inputs of mismatched shapes;
+        for an ``out`` file of another kernel; on every rank, when the ranks were given
+        different calls or one rank failed (with that rank's message).
     """
     method = Method.parse(method)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     # fewer CPU threads while other processes hold the cores (products.cpu_threads)
     with exact_matmul(), torch.no_grad(), products.cpu_threads(device):
+        ranks = spread.Ranks.of(device, distributed)
+        if out is not None or ranks.size > 1:
+            return spread.compute(model, x1, x2, method, block_size, outputs, out, ranks)
         return _ntk(model, x1, x2, method, block_size, outputs)
 
 
