@@ -11,6 +11,7 @@ import time
 import torch
 
 from . import timing
+from .distributed import format_distributed, run_distributed
 from .grid import run_grid, versions
 from .peer import PEER_INSTALL, load_peer
 from .report import format_report, format_table
@@ -55,6 +56,9 @@ def parser():
                    help="time by the CPU seconds of the process (all its threads) instead of wall time: with "
                         "--threads 1, a comparison that other processes on a shared machine disturb less")
     p.add_argument("--no-extras", action="store_true", help="the grid only: no tracking overhead, no Wide-ResNet")
+    p.add_argument("--distributed", type=int, default=None, metavar="N",
+                   help="time one MLP's kernel on one process and on N (gloo on 127.0.0.1, one CPU thread each; "
+                        "P from --sizes, default 6000) and print the speed-up and parallel efficiency")
     return p
 
 
@@ -95,6 +99,17 @@ def _sizes_report(args, p, peer):
     return {"device": rows[0]["device"], "dtype": args.dtype, "versions": versions(), "rows": rows}
 
 
+def _distributed_report(args, p):
+    """The report of ``--distributed N``: one kernel on one process and on N."""
+    if args.device == "cuda":
+        p.error("--distributed times CPU processes (gloo); on GPUs, run a torchrun script (see the README)")
+    P = int(args.sizes.split(",")[0]) if args.sizes else 6000
+    report = run_distributed(args.distributed, P=P, width=args.width, depth=args.depth, out_dim=args.outputs,
+                             d_in=args.d_in, dtype=args.dtype, repeats=args.repeats)
+    print(format_distributed(report))
+    return report
+
+
 def _main(argv):
     p = parser()
     args = p.parse_args(argv)
@@ -109,7 +124,9 @@ def _main(argv):
     try:
         if peer is not None and timing.device(args.device).type != "cpu":
             p.error("--peer compares on the CPU (the peer's environment has a CPU jaxlib); add --device cpu")
-        if args.sizes is not None:
+        if args.distributed is not None:
+            report = _distributed_report(args, p)
+        elif args.sizes is not None:
             report = _sizes_report(args, p, peer)
         else:
             report = run_grid(full=args.full, device=args.device, dtype=args.dtype, repeats=args.repeats,
