@@ -204,3 +204,18 @@ def test_kernel_larger_than_memory_to_disk_resumes_after_a_kill(tmp_path, ranks)
     K = np.load(path, mmap_mode="r")
     assert K.nbytes > 2 * HEADROOM
     assert rel_err(torch.from_numpy(np.array(K)), sl.ntk(model, x)) < 1e-12
+
+
+def test_bench_distributed_prints_speedup_and_efficiency(capsys):
+    """bench --distributed: the same kernel on one process and on two, timed in the same run (no time is
+    asserted)."""
+    from silentlib import bench
+    from silentlib.bench.distributed import format_distributed, run_distributed
+    report = run_distributed(2, P=300, width=16, depth=2, d_in=8, dtype="float64", repeats=1, timeout=TIMEOUT)
+    assert report["max_rel_diff"] < 1e-12 and report["kernel_bytes"] == 300 * 300 * 8
+    text = format_distributed(report)
+    assert f"speed-up {report['speedup']:.2f}x, parallel efficiency {report['efficiency']:.0%}" in text
+    assert "load average" in text
+    with pytest.raises(SystemExit):
+        bench.main(["--distributed", "1"])
+    assert "at least 2 processes" in capsys.readouterr().err

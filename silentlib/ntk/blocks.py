@@ -45,8 +45,7 @@ class Kernel:
     gives and calls :meth:`written` once a block is complete; for K(x, x) that copies its
     transpose below the diagonal (the diagonal blocks are made exactly symmetric by the methods
     themselves). ``pick(rows, cols, pairs, same)``, when given, chooses the pairs computed here;
-    the kernel then starts as zeros, so that the sum over processes that pick disjoint pairs is
-    the whole kernel (:mod:`silentlib.ntk.distributed`).
+    the other blocks are left for the caller to fill (:func:`silentlib.ntk.distributed.share_blocks`).
     """
     whole = True  # the memory plan counts the whole kernel
 
@@ -56,7 +55,7 @@ class Kernel:
     def open(self, rows, cols, pairs):
         """Allocate the kernel; the pairs (bi, bj) to compute."""
         self.rows, self.cols = rows, cols
-        self.K = empty_kernel(self.call) if self.pick is None else empty_kernel(self.call).zero_()
+        self.K = empty_kernel(self.call)
         return pairs if self.pick is None else self.pick(rows, cols, pairs, self.call.same)
 
     def block(self, bi, bj, first):

@@ -8,8 +8,9 @@ the diagonal) over the ranks: each takes a contiguous run of about equal cost
 (:meth:`Ranks.pick`) and computes it on its model's device (:func:`local_device` is
 ``cuda:LOCAL_RANK``, or the CPU). Then
 
-* without ``out=``, every rank gets the whole kernel: each writes its blocks into a kernel of
-  zeros and an all-reduce sums them (each entry is written by one rank, so the sum is exact);
+* without ``out=``, every rank gets the whole kernel: each computes its blocks into its own
+  kernel, then every block is broadcast from the rank that computed it to the others, one block
+  at a time (:func:`share_blocks`; for K(x, x) only those on and above the diagonal travel);
 * with ``out=PATH``, the ranks write their blocks into one file on a file system they share
   (:mod:`silentlib.ntk.store`), which rank 0 renames into place once every block is marked done;
   every rank gets it as a read-only memory map.
@@ -110,18 +111,22 @@ class Ranks:
             dist.all_gather_object(out, obj)
         return out
 
-    def pick(self, rows, cols, pairs, same) -> list:
-        """This rank's share of the block ``pairs``: a contiguous run of them (consecutive pairs share
-        their row block's features) holding about 1/size of their cost, r c inputs for a block of
-        r rows and c columns (:data:`DIAGONAL_COST` of that for a diagonal block of K(x, x))."""
+    def owners(self, rows, cols, pairs, same) -> list:
+        """The rank that computes each of the block ``pairs``: each rank a contiguous run of them
+        (consecutive pairs share their row block's features) holding about 1/size of their cost,
+        r c inputs for a block of r rows and c columns (:data:`DIAGONAL_COST` of that for a
+        diagonal block of K(x, x))."""
         cost = [(rows[bi][1] - rows[bi][0]) * (cols[bj][1] - cols[bj][0]) * (DIAGONAL_COST if same and bi == bj else 1)
                 for bi, bj in pairs]
-        total, before, mine = sum(cost), 0.0, []
-        for pair, c in zip(pairs, cost):
-            if int((before + c / 2) * self.size / total) == self.rank:  # the rank whose share holds its middle
-                mine.append(pair)
+        total, before, owner = sum(cost), 0.0, []
+        for c in cost:
+            owner.append(int((before + c / 2) * self.size / total))  # the rank whose share holds its middle
             before += c
-        return mine
+        return owner
+
+    def pick(self, rows, cols, pairs, same) -> list:
+        """This rank's share of the block ``pairs`` (:meth:`owners`)."""
+        return [p for p, r in zip(pairs, self.owners(rows, cols, pairs, same)) if r == self.rank]
 
 
 def _on(device):
@@ -189,9 +194,25 @@ def compute(model, x1, x2, requested, block_size, outputs, out, ranks):
     if out is not None:
         ranks.step(lambda: store.finish(out), only=0)
         return store.load(out)
-    with _on(ranks.device):
-        dist.all_reduce(K)
+    share_blocks(K, call, b, ranks)
     return K[:, :, 0, 0] if call.scalar else K
+
+
+def share_blocks(K, call, block_size, ranks):
+    """Fill every rank's (P1, P2, C, C) kernel ``K`` with the blocks the other ranks computed: each
+    block pair is broadcast from its owner (:meth:`Ranks.owners`), one at a time (a block's memory
+    beside the kernel), and for K(x, x) its transpose is copied below the diagonal."""
+    rows, cols, pairs = blocks.upper_pairs(call, block_size)
+    with _on(ranks.device):
+        for (bi, bj), owner in zip(pairs, ranks.owners(rows, cols, pairs, call.same)):
+            (i0, i1), (j0, j1) = rows[bi], cols[bj]
+            block = K[i0:i1, j0:j1]
+            buffer = block.contiguous() if owner == ranks.rank else torch.empty(block.shape, dtype=K.dtype, device=K.device)
+            dist.broadcast(buffer, src=owner)
+            if owner != ranks.rank:
+                block.copy_(buffer)
+                if call.same and bi != bj:
+                    K[j0:j1, i0:i1].copy_(buffer.permute(1, 0, 3, 2))
 
 
 def checked_method(model, call, requested, plan, checked) -> Method:
