@@ -219,3 +219,31 @@ def test_bench_distributed_prints_speedup_and_efficiency(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--distributed", "1"])
     assert "at least 2 processes" in capsys.readouterr().err
+
+
+def test_the_readmes_torchrun_command(tmp_path):
+    """scripts/ntk_torchrun.py under torchrun with a c10d rendezvous on 127.0.0.1 (the README's
+    several-node command, on one node): the file is the one-process kernel."""
+    import importlib.util
+    import socket
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "scripts", "ntk_torchrun.py")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--out", str(tmp_path / "K.npy"), "--P", "40", "--d-in", "5", "--width", "16", "--outputs", "2",
+            "--dtype", "float64"]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": distributed.loopback(), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                          "--rdzv-id", "test", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                          script, *args], env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "computed by 2 ranks" in run.stdout
+    spec = importlib.util.spec_from_file_location("ntk_torchrun", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model, x = module.build(module.parser().parse_args(args))
+    assert rel_err(torch.from_numpy(np.load(tmp_path / "K.npy")), sl.ntk(model, x)) < 1e-12

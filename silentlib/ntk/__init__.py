@@ -36,6 +36,10 @@ and above the diagonal; the rest is their transpose. Everything runs in the mode
 (a ``.double()`` model gives float64 kernels) and never in TF32. On a CPU whose cores other
 processes keep busy, a call computes on fewer threads than torch's setting
 (:func:`~silentlib.ntk.products.cpu_threads`), which it restores afterwards.
+
+Past one device: ``out=PATH`` writes the kernel into a ``.npy`` file block by block, resumable
+after an interruption (:mod:`silentlib.ntk.store`), and in a ``torch.distributed`` process group
+the block pairs are shared by its ranks (:mod:`silentlib.ntk.distributed`).
 """
 from __future__ import annotations
 

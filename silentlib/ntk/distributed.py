@@ -293,10 +293,16 @@ def launch(fn, size, *args, timeout=300.0, threads=1):
     return [results[r] for r in range(size)]
 
 
+def loopback() -> str:
+    """The name of the loopback network interface (``lo`` on Linux, ``lo0`` on macOS)."""
+    return next((name for _, name in socket.if_nameindex() if name.startswith("lo")), "lo")
+
+
 def _rank_main(rank, size, port, threads, timeout, fn, args, reports):
     """One rank of :func:`launch`: join the group, run ``fn``, report (rank, error or None, result)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(size), LOCAL_WORLD_SIZE=str(size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback())  # gloo's connections on 127.0.0.1 too
     torch.set_num_threads(threads)
     try:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size,
