@@ -217,7 +217,7 @@ def share_blocks(K, call, block_size, ranks):
 
 def checked_method(model, call, requested, plan, checked) -> Method:
     """The method to compute ``call``'s grid with: ``call.method`` when it needs no check or its
-    kernel of the first :data:`SAMPLE` inputs passes ``checked`` (:func:`silentlib.ntk._checked`,
+    kernel of the first :data:`SAMPLE` inputs passes ``checked`` (``silentlib.ntk._checked``,
     which returns that kernel itself), ``vp`` when ``checked`` fell back to it (``auto``);
     ``checked``'s ``ValueError`` otherwise."""
     impl = IMPLEMENTATIONS[call.method]
