@@ -171,14 +171,7 @@ def compute(model, x1, x2, requested, block_size, outputs, out, ranks):
     if block_size is None and ranks.size > 1:
         b = min(b, -(-max(call.x1.shape[0], call.x2.shape[0]) // (BLOCKS_PER_RANK * ranks.size)))
     if out is not None:
-        C = len(call.idx)
-        shape = (call.x1.shape[0], call.x2.shape[0]) + (() if call.scalar else (C, C))
-        dtype = NUMPY_DTYPES[call.ref.dtype]
-
-        def pairs_of(size):
-            return len(blocks.upper_pairs(call, size)[2])
-        b, finished = ranks.step(lambda: store.start(out, ident, shape, dtype, b, pairs_of,
-                                                     fixed=block_size is not None), only=0)
+        b, finished = ranks.step(lambda: _start(out, call, ident, b, fixed=block_size is not None), only=0)
         if finished:
             return store.load(out)
 
@@ -196,6 +189,16 @@ def compute(model, x1, x2, requested, block_size, outputs, out, ranks):
         return store.load(out)
     share_blocks(K, call, b, ranks)
     return K[:, :, 0, 0] if call.scalar else K
+
+
+def _start(out, call, ident, block_size, fixed):
+    """:func:`silentlib.ntk.store.start` for ``call``'s kernel: (the grid's block size, finished)."""
+    C = len(call.idx)
+    shape = (call.x1.shape[0], call.x2.shape[0]) + (() if call.scalar else (C, C))
+
+    def pairs_of(size):
+        return len(blocks.upper_pairs(call, size)[2])
+    return store.start(out, ident, shape, NUMPY_DTYPES[call.ref.dtype], block_size, pairs_of, fixed=fixed)
 
 
 def share_blocks(K, call, block_size, ranks):

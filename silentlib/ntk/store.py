@@ -193,6 +193,9 @@ class KernelFile:
     @classmethod
     def attach(cls, path) -> "KernelFile":
         """Open the partial kernel ``PATH.partial`` and its index for writing."""
+        if not partial_path(path).exists():
+            raise FileNotFoundError(f"{partial_path(path)} is not there: the kernel file of out= must lie on a "
+                                    "file system that every rank sees (rank 0 created it)")
         index = read_index(path)
         done_at = index_path(path).read_bytes().rindex(b'"done": "') + len(b'"done": "')
         shape = index["shape"]
