@@ -170,9 +170,9 @@ def compute(model, x1, x2, requested, block_size, outputs, out, ranks):
     b = min(v[1] for v in views)
     if block_size is None and ranks.size > 1:
         b = min(b, -(-max(call.x1.shape[0], call.x2.shape[0]) // (BLOCKS_PER_RANK * ranks.size)))
-    if out is not None:
-        b, finished = ranks.step(lambda: _start(out, call, ident, b, fixed=block_size is not None), only=0)
-        if finished:
+    if out is not None:  # every rank shares out the pairs that rank 0 found missing
+        b, call.target.done = ranks.step(lambda: _start(out, call, ident, b, fixed=block_size is not None), only=0)
+        if call.target.done is None:
             return store.load(out)
 
     def blocks_here():
@@ -192,7 +192,7 @@ def compute(model, x1, x2, requested, block_size, outputs, out, ranks):
 
 
 def _start(out, call, ident, block_size, fixed):
-    """:func:`silentlib.ntk.store.start` for ``call``'s kernel: (the grid's block size, finished)."""
+    """:func:`silentlib.ntk.store.start` for ``call``'s kernel: (the grid's block size, the pairs done)."""
     C = len(call.idx)
     shape = (call.x1.shape[0], call.x2.shape[0]) + (() if call.scalar else (C, C))
 

@@ -85,9 +85,9 @@ def _digest(*items):
 
 # ---------------------------------------------------------------------------- opening a kernel file
 
-def start(path, ident, shape, dtype, block_size, pairs_of, *, fixed) -> tuple[int, bool]:
+def start(path, ident, shape, dtype, block_size, pairs_of, *, fixed) -> tuple[int, list | None]:
     """Open the kernel ``PATH`` for the call with identity ``ident`` (one process, rank 0 of a group):
-    (the block size of its grid, whether it is finished).
+    (the block size of its grid, whether each block pair is done; None when PATH is finished).
 
     A matching index is resumed in its grid (its block size); ``fixed`` (an explicit
     ``block_size``) must then agree with it. Without an index, ``PATH.partial`` (all zeros) and
@@ -119,7 +119,7 @@ def start(path, ident, shape, dtype, block_size, pairs_of, *, fixed) -> tuple[in
                 raise ValueError(f"{path} was started with block_size={index['block_size']}: resume it with that "
                                  f"block size or block_size=None, or delete it and its index to start over")
             _check_header(final if final.exists() else partial, shape, dtype)
-            return index["block_size"], final.exists()
+            return index["block_size"], None if final.exists() else [c == "1" for c in index["done"]]
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
     if nbytes > free:
@@ -129,7 +129,7 @@ def start(path, ident, shape, dtype, block_size, pairs_of, *, fixed) -> tuple[in
                         "block_size": block_size}, pairs_of(block_size))
     zeros = npy.open_memmap(partial, mode="w+", dtype=dtype, shape=tuple(shape))  # a sparse file
     del zeros
-    return block_size, False
+    return block_size, [False] * pairs_of(block_size)
 
 
 def read_index(path):
@@ -207,10 +207,6 @@ class KernelFile:
                    len(index["done"]), os.open(partial_path(path), os.O_RDWR), header,
                    os.open(index_path(path), os.O_RDWR), done_at)
 
-    def done(self) -> list[bool]:
-        """Whether each block pair is on disk, as the index says now."""
-        return [c == ord("1") for c in os.pread(self.index, self.n_pairs, self.done_at)]
-
     def _rows(self, i0, i1, j0, j1):
         """(byte offset, bytes) of each row i0..i1 of the entries in columns j0..j1."""
         size = self.dtype.itemsize * self.C * self.C
@@ -245,13 +241,13 @@ class KernelFile:
 
 class Blocks:
     """The target (:func:`silentlib.ntk.blocks.target`) that writes a call's blocks into its kernel
-    file ``PATH``: the pairs not yet done, of those ``pick(rows, cols, pairs, same)`` chooses
-    (all by default), each computed in a device buffer, written (with its transpose below the
-    diagonal for K(x, x)) and marked done. :func:`start` must have created the file."""
+    file ``PATH``: of the pairs not ``done`` (as :func:`start` found them), those
+    ``pick(rows, cols, pairs, same)`` chooses (all by default), each computed in a device buffer,
+    written (with its transpose below the diagonal for K(x, x)) and marked done."""
     whole = False  # the memory plan counts one block, not the kernel
 
     def __init__(self, path, call, pick=None):
-        self.path, self.call, self.pick = path, call, pick
+        self.path, self.call, self.pick, self.done = path, call, pick, None
 
     def open(self, rows, cols, pairs):
         """Open the file; the pairs (bi, bj) to compute here."""
@@ -260,11 +256,10 @@ class Blocks:
             raise ValueError(f"the grid of {self.path} ({self.file.n_pairs} block pairs of "
                              f"{self.file.block_size} inputs) is not this call's ({len(pairs)} pairs)")
         self.rows, self.cols, self.number = rows, cols, {p: k for k, p in enumerate(pairs)}
-        done = self.file.done()
-        mine = pairs if self.pick is None else self.pick(rows, cols, pairs, self.call.same)
         C = len(self.call.idx)
         self.buffer = torch.empty(rows[0][1] * cols[0][1] * C * C, dtype=self.call.ref.dtype, device=self.call.ref.device)
-        return [p for p in mine if not done[self.number[p]]]
+        missing = [p for p, done in zip(pairs, self.done) if not done]
+        return missing if self.pick is None else self.pick(rows, cols, missing, self.call.same)
 
     def block(self, bi, bj, first):
         """A buffer for block pair (bi, bj): to write (``first``), or holding what is on disk."""
