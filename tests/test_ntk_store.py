@@ -196,6 +196,8 @@ def test_no_room_on_disk_and_no_numpy_dtype_are_refused(tmp_path, monkeypatch):
     model.double()
     usage = store.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(store.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(ValueError, match="does not exist"):
+        sl.ntk(model, x, out=tmp_path / "nowhere" / "K.npy")
     with pytest.raises(ValueError, match="on disk"):
         sl.ntk(model, x, out=tmp_path / "K.npy")
     assert not any(f.exists() for f in files(tmp_path / "K.npy"))

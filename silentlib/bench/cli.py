@@ -58,7 +58,7 @@ def parser():
     p.add_argument("--no-extras", action="store_true", help="the grid only: no tracking overhead, no Wide-ResNet")
     p.add_argument("--distributed", type=int, default=None, metavar="N",
                    help="time one MLP's kernel on one process and on N (gloo on 127.0.0.1, one CPU thread each; "
-                        "P from --sizes, default 6000) and print the speed-up and parallel efficiency")
+                        "P from --sizes, default 8000) and print the speed-up and parallel efficiency")
     return p
 
 
@@ -103,9 +103,9 @@ def _distributed_report(args, p):
     """The report of ``--distributed N``: one kernel on one process and on N."""
     if args.device == "cuda":
         p.error("--distributed times CPU processes (gloo); on GPUs, run a torchrun script (see the README)")
-    P = int(args.sizes.split(",")[0]) if args.sizes else 6000
-    report = run_distributed(args.distributed, P=P, width=args.width, depth=args.depth, out_dim=args.outputs,
-                             d_in=args.d_in, dtype=args.dtype, repeats=args.repeats)
+    size = {"P": int(args.sizes.split(",")[0])} if args.sizes else {}
+    report = run_distributed(args.distributed, width=args.width, depth=args.depth, out_dim=args.outputs,
+                             d_in=args.d_in, dtype=args.dtype, repeats=args.repeats, **size)
     print(format_distributed(report))
     return report
 

@@ -97,6 +97,8 @@ def start(path, ident, shape, dtype, block_size, pairs_of, *, fixed) -> tuple[in
     """
     path, index = Path(path), read_index(path)
     final, partial = path, partial_path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"out={str(path)!r}: the folder {path.parent} does not exist")
     if index is None:
         for f in (final, partial):
             if f.exists():
