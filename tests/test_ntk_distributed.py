@@ -81,26 +81,35 @@ def rank_kernels(folder):
     return out
 
 
+def failing_after(n, fn, error):
+    """fn, except that its call after the first n raises ``error``."""
+    calls = []
+
+    def wrapped(*args):
+        if len(calls) == n:
+            raise error
+        calls.append(args)
+        return fn(*args)
+    return wrapped
+
+
 def rank_failures(folder, foreign):
+    """What each rank raises when the ranks are given different calls, when the file belongs to another
+    kernel, when rank 1 alone runs out of memory or breaks after writing one block; then the file of
+    the broken call computed again."""
     rank = dist.get_rank()
     model, x, _, _ = cases()["mlp"]
     got = {"inputs": error_of(lambda: sl.ntk(model, x + rank)),
            "weights": error_of(lambda: sl.ntk(mlp(seed=rank), x)),
            "index": error_of(lambda: sl.ntk(model, x, out=foreign))}
-    path = os.path.join(folder, "R.npy")
-    finished = store.KernelFile.finished
+    features, finished = layerwise.features, store.KernelFile.finished
     if rank == 1:
-        def broken(kf, k, calls=[]):
-            calls.append(k)
-            if len(calls) > 1:
-                raise RuntimeError("rank 1 broke after one block")
-            finished(kf, k)
-        store.KernelFile.finished = broken
-        layerwise_features = layerwise.features
-        layerwise.features = lambda *a: (_ for _ in ()).throw(MemoryError("no memory on rank 1"))
+        layerwise.features = failing_after(0, features, MemoryError("no memory on rank 1"))
     got["memory"] = error_of(lambda: sl.ntk(model, x))
+    layerwise.features = features
     if rank == 1:
-        layerwise.features = layerwise_features
+        store.KernelFile.finished = failing_after(1, finished, RuntimeError("rank 1 broke after one block"))
+    path = os.path.join(folder, "R.npy")
     got["raises"] = error_of(lambda: sl.ntk(model, x, out=path, block_size=4))
     got["after"] = os.path.exists(path), store.read_index(path)["done"]
     store.KernelFile.finished = finished
