@@ -203,14 +203,17 @@ def _start(out, call, ident, block_size, fixed):
 
 def share_blocks(K, call, block_size, ranks):
     """Fill every rank's (P1, P2, C, C) kernel ``K`` with the blocks the other ranks computed: each
-    block pair is broadcast from its owner (:meth:`Ranks.owners`), one at a time (a block's memory
-    beside the kernel), and for K(x, x) its transpose is copied below the diagonal."""
+    block pair is broadcast from its owner (:meth:`Ranks.owners`), one at a time through one block's
+    buffer, and for K(x, x) its transpose is copied below the diagonal."""
     rows, cols, pairs = blocks.upper_pairs(call, block_size)
+    scratch = torch.empty(K[slice(*rows[0]), slice(*cols[0])].numel(), dtype=K.dtype, device=K.device)
     with _on(ranks.device):
         for (bi, bj), owner in zip(pairs, ranks.owners(rows, cols, pairs, call.same)):
             (i0, i1), (j0, j1) = rows[bi], cols[bj]
             block = K[i0:i1, j0:j1]
-            buffer = block.contiguous() if owner == ranks.rank else torch.empty(block.shape, dtype=K.dtype, device=K.device)
+            buffer = scratch[:block.numel()].view(block.shape)
+            if owner == ranks.rank:
+                buffer.copy_(block)
             dist.broadcast(buffer, src=owner)
             if owner != ranks.rank:
                 block.copy_(buffer)
