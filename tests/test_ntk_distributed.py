@@ -48,7 +48,7 @@ def cases():
 def count_blocks():
     """Count, in this process, the block pairs that a rank's share completes ([count])."""
     count = [0]
-    for target in (blocks.Kernel, store.Blocks):
+    for target in (blocks.Kernel, store.Target):
         def written(self, bi, bj, last, _orig=target.written):
             _orig(self, bi, bj, last)
             count[0] += bool(last and self.pick is not None)

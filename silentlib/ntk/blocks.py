@@ -69,6 +69,7 @@ class Kernel:
             self.block(bj, bi, True).copy_(self.block(bi, bj, True).permute(1, 0, 3, 2))
 
     def result(self):
+        """The kernel."""
         return self.K
 
 

@@ -160,7 +160,7 @@ def compute(model, x1, x2, requested, block_size, outputs, out, ranks):
                              "float64 model (model.float() or model.double())")
         call = dataclasses.replace(call, method=checked_method(model, call, requested, _plan, _checked))
         pick = ranks.pick if ranks.size > 1 else None
-        target = blocks.Kernel(call, pick) if out is None else store.Blocks(out, call, pick)
+        target = blocks.Kernel(call, pick) if out is None else store.Target(out, call, pick)
         call = dataclasses.replace(call, target=target)
         return call, _plan(model, call, block_size), store.identity(model, call, requested)
 

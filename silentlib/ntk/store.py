@@ -241,7 +241,7 @@ class KernelFile:
         os.close(self.data)
 
 
-class Blocks:
+class Target:
     """The target (:func:`silentlib.ntk.blocks.target`) that writes a call's blocks into its kernel
     file ``PATH``: of the pairs not ``done`` (as :func:`start` found them), those
     ``pick(rows, cols, pairs, same)`` chooses (all by default), each computed in a device buffer,
