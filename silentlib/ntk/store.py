@@ -159,15 +159,20 @@ def _write_index(path, header, n_pairs):
     os.replace(tmp, index_path(path))
 
 
-def _check_header(f, shape, dtype):
-    """``ValueError`` unless the .npy file ``f`` holds a whole C-ordered array of ``shape`` and ``dtype``."""
+def _header(f):
+    """(shape, Fortran order, dtype, the byte where the data start) of the .npy file ``f``."""
     with open(f, "rb") as fh:
         try:
             major, _ = npy.read_magic(fh)
-            shape_f, fortran, dtype_f = (npy.read_array_header_1_0 if major == 1 else npy.read_array_header_2_0)(fh)
+            read = npy.read_array_header_1_0 if major == 1 else npy.read_array_header_2_0
+            return (*read(fh), fh.tell())
         except ValueError as err:
             raise ValueError(f"{f} is not a readable .npy file ({err}); delete it and its index to start over") from err
-        header = fh.tell()
+
+
+def _check_header(f, shape, dtype):
+    """``ValueError`` unless the .npy file ``f`` holds a whole C-ordered array of ``shape`` and ``dtype``."""
+    shape_f, fortran, dtype_f, header = _header(f)
     whole = os.path.getsize(f) == header + int(np.prod(shape_f)) * dtype_f.itemsize
     if tuple(shape_f) != tuple(shape) or dtype_f != np.dtype(dtype) or fortran or not whole:
         raise ValueError(f"{f} holds a {'' if whole else 'truncated '}{dtype_f} array of shape {tuple(shape_f)}, "
@@ -201,12 +206,8 @@ class KernelFile:
         index = read_index(path)
         done_at = index_path(path).read_bytes().rindex(b'"done": "') + len(b'"done": "')
         shape = index["shape"]
-        with open(partial_path(path), "rb") as fh:
-            npy.read_magic(fh)
-            npy.read_array_header_1_0(fh)
-            header = fh.tell()
         return cls(Path(path), shape[1], shape[2] if len(shape) > 2 else 1, np.dtype(index["dtype"]), index["block_size"],
-                   len(index["done"]), os.open(partial_path(path), os.O_RDWR), header,
+                   len(index["done"]), os.open(partial_path(path), os.O_RDWR), _header(partial_path(path))[3],
                    os.open(index_path(path), os.O_RDWR), done_at)
 
     def _rows(self, i0, i1, j0, j1):
@@ -263,20 +264,23 @@ class Target:
         missing = [p for p, done in zip(pairs, self.done) if not done]
         return missing if self.pick is None else self.pick(rows, cols, missing, self.call.same)
 
-    def block(self, bi, bj, first):
-        """A buffer for block pair (bi, bj): to write (``first``), or holding what is on disk."""
+    def _buffer(self, bi, bj):
+        """(row, column, the (r, c, C, C) buffer) of block pair (bi, bj)."""
         (i0, i1), (j0, j1) = self.rows[bi], self.cols[bj]
         C = len(self.call.idx)
-        out = self.buffer[:(i1 - i0) * (j1 - j0) * C * C].view(i1 - i0, j1 - j0, C, C)
+        return i0, j0, self.buffer[:(i1 - i0) * (j1 - j0) * C * C].view(i1 - i0, j1 - j0, C, C)
+
+    def block(self, bi, bj, first):
+        """A buffer for block pair (bi, bj): to write (``first``), or holding what is on disk."""
+        i0, j0, out = self._buffer(bi, bj)
         if not first:  # a later parameter group adds to the earlier ones' sum
-            out.copy_(torch.from_numpy(self.file.read(i0, i1, j0, j1)))
+            out.copy_(torch.from_numpy(self.file.read(i0, i0 + out.shape[0], j0, j0 + out.shape[1])))
         return out
 
     def written(self, bi, bj, last):
         """Write the buffer of (bi, bj) (and, when ``last``, its transpose) and mark it done when ``last``."""
-        (i0, i1), (j0, j1) = self.rows[bi], self.cols[bj]
-        C = len(self.call.idx)
-        block = self.buffer[:(i1 - i0) * (j1 - j0) * C * C].view(i1 - i0, j1 - j0, C, C).cpu().numpy()
+        i0, j0, out = self._buffer(bi, bj)
+        block = out.cpu().numpy()
         self.file.write(i0, j0, block)
         if last:
             if self.call.same and bi != bj:
