@@ -87,8 +87,9 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
         (:mod:`silentlib.ntk.store` describes the file and its index).
     distributed : bool
         When a ``torch.distributed`` process group is initialized, spread the block pairs over
-        its ranks, each computing on its model's device (:mod:`silentlib.ntk.distributed`); every
-        rank must make the same call. False computes on this process alone.
+        its ranks, each computing on its model's device (:mod:`silentlib.ntk.distributed`): every
+        rank must make the same call (one made on rank 0 alone waits for the others until the
+        process group's timeout). False computes on this process alone.
 
     Returns
     -------
