@@ -123,7 +123,7 @@ def start(path, ident, shape, dtype, block_size, pairs_of, *, fixed) -> tuple[in
             _check_header(final if final.exists() else partial, shape, dtype)
             return index["block_size"], None if final.exists() else [c == "1" for c in index["done"]]
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    free = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+    free = shutil.disk_usage(path.parent).free
     if nbytes > free:
         raise ValueError(f"the kernel takes {gib(nbytes)} on disk, but {path.parent} has {gib(free)} free: "
                          "choose an out= on a larger disk, or fewer inputs or outputs")
