@@ -39,6 +39,7 @@ def cases():
     x, x2 = torch.randn(37, 6, generator=g, dtype=torch.float64), torch.randn(19, 6, generator=g, dtype=torch.float64)
     xc, xc2 = (torch.randn(n, 2, 6, 6, generator=g, dtype=torch.float64) for n in (13, 7))
     return {"mlp": (mlp(), x, None, {}), "mlp-x2": (mlp(), x, x2, {}), "mlp-scalar": (mlp(C=1), x, None, {}),
+            "mlp-scalar-x2": (mlp(C=1), x, x2, {}),
             "cnn-jacobian": (cnn(), xc, None, {"method": "jacobian"}),
             "cnn-jacobian-x2": (cnn(), xc, xc2, {"method": "jacobian"}),
             "cnn-vp-x2": (cnn(), xc, xc2, {"method": "vp", "block_size": 2}),
