@@ -23,10 +23,10 @@ of errors (:meth:`Ranks.step`), so a rank that fails makes every rank raise with
 instead of leaving the others waiting in a collective; a rank that dies is noticed by the
 others' next collective (or after the process group's timeout).
 
-No process holds the whole kernel of ``out=``, so the check of ``"jacobian"`` and ``"vp"``
-kernels against plain autograd (:func:`silentlib.ntk.checks.projection_error`) runs first, on
-the kernel of the first :data:`SAMPLE` inputs, and decides the method (``auto`` falls back to
-``vp`` there) before any block of the grid is computed.
+The method must be settled before the blocks are shared out, and with ``out=`` no process ever
+holds the whole kernel, so here the check of ``"jacobian"`` and ``"vp"`` kernels against plain
+autograd (:func:`silentlib.ntk.checks.projection_error`) runs first, on the kernel of the first
+:data:`SAMPLE` inputs (``auto`` falls back to ``vp`` there), instead of on the whole kernel.
 """
 from __future__ import annotations
 
