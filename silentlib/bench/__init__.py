@@ -21,11 +21,13 @@ training, the generic methods on the paper's Wide-ResNet with 10 outputs, and wh
     python -m silentlib bench                       # the reduced grid on a CPU, the full grid on a GPU
     python -m silentlib bench --full --json out.json
     python -m silentlib bench --sizes 100,200,400   # one MLP, a scan over P
+    python -m silentlib bench --distributed 2       # one kernel on 1 and on 2 processes: the speed-up
 
 The package by concept: :mod:`~silentlib.bench.timing` (the timed cases, :func:`~silentlib.bench.timing.run_benchmark`),
 :mod:`~silentlib.bench.grid` (:func:`~silentlib.bench.grid.run_grid`, tracking, the Wide-ResNet),
-:mod:`~silentlib.bench.peer` (neural-tangents side by side), :mod:`~silentlib.bench.report`
-(tables), :mod:`~silentlib.bench.overhead` (the checks' cost) and :mod:`~silentlib.bench.cli` (the command).
+:mod:`~silentlib.bench.peer` (neural-tangents side by side), :mod:`~silentlib.bench.distributed`
+(one kernel on one process and on several), :mod:`~silentlib.bench.report` (tables),
+:mod:`~silentlib.bench.overhead` (the checks' cost) and :mod:`~silentlib.bench.cli` (the command).
 """
 from __future__ import annotations
 

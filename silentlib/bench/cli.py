@@ -11,6 +11,7 @@ import time
 import torch
 
 from . import timing
+from .distributed import format_distributed, run_distributed
 from .grid import run_grid, versions
 from .overhead import checks_overhead, format_overhead
 from .peer import PEER_INSTALL, load_peer
@@ -59,6 +60,9 @@ def parser():
                    help="the grid only: no tracking overhead, no Wide-ResNet, no cost of the checks")
     p.add_argument("--checks", action="store_true",
                    help="only the cost of ntk's checks: auto against a bare torch.func contraction on two CNNs")
+    p.add_argument("--distributed", type=int, default=None, metavar="N",
+                   help="time one MLP's kernel on one process and on N (gloo on 127.0.0.1, one CPU thread each; "
+                        "P from --sizes, default 8000) and print the speed-up and parallel efficiency")
     return p
 
 
@@ -99,6 +103,17 @@ def _sizes_report(args, p, peer):
     return {"device": rows[0]["device"], "dtype": args.dtype, "versions": versions(), "rows": rows}
 
 
+def _distributed_report(args, p):
+    """The report of ``--distributed N``: one kernel on one process and on N."""
+    if args.device == "cuda":
+        p.error("--distributed times CPU processes (gloo); on GPUs, run a torchrun script (see the README)")
+    size = {"P": int(args.sizes.split(",")[0])} if args.sizes else {}
+    report = run_distributed(args.distributed, width=args.width, depth=args.depth, out_dim=args.outputs,
+                             d_in=args.d_in, dtype=args.dtype, repeats=args.repeats, **size)
+    print(format_distributed(report))
+    return report
+
+
 def _main(argv):
     p = parser()
     args = p.parse_args(argv)
@@ -117,6 +132,8 @@ def _main(argv):
             rows = checks_overhead(device=args.device, dtype=args.dtype, repeats=args.repeats)
             print(format_overhead(rows))
             report = {"versions": versions(), "checks": rows}
+        elif args.distributed is not None:
+            report = _distributed_report(args, p)
         elif args.sizes is not None:
             report = _sizes_report(args, p, peer)
         else:

@@ -44,6 +44,10 @@ and above the diagonal; the rest is their transpose. Everything runs in the mode
 (a ``.double()`` model gives float64 kernels) and never in TF32. On a CPU whose cores other
 processes keep busy, a call computes on fewer threads than torch's setting
 (:func:`~silentlib.ntk.products.cpu_threads`), which it restores afterwards.
+
+Past one device: ``out=PATH`` writes the kernel into a ``.npy`` file block by block, resumable
+after an interruption (:mod:`silentlib.ntk.store`), and in a ``torch.distributed`` process group
+the block pairs are shared by its ranks (:mod:`silentlib.ntk.distributed`).
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ import torch
 from torch import nn
 
 from ..config import exact_matmul
-from . import arguments, checks, fallback, memory, probes, products
+from . import arguments, checks, distributed as spread, fallback, memory, probes, products
 from .checks import ELEMENTWISE, PASS_THROUGH, is_layerwise_compatible, layerwise_refusal
 from .fallback import FallbackWarning
 from .memory import Plan
@@ -59,7 +63,7 @@ from .methods import IMPLEMENTATIONS, METHODS, Call, Method
 from .probes import check_per_example
 
 def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int | None = None,
-        outputs=None):
+        outputs=None, out=None, distributed: bool = True):
     """The empirical NTK of ``model`` between inputs ``x1`` and ``x2``.
 
     Parameters
@@ -86,13 +90,24 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
         compute; default all. A sequence may repeat an index; a boolean mask has C entries;
         an int a gives K[:, :, a, a] alone, (P1, P2). Computing per-output blocks divides
         the memory by (C / len(outputs))^2.
+    out : str or os.PathLike, optional
+        A ``.npy`` file to write the kernel into, block by block, so that it need not fit in
+        memory: the blocks are sized by the device's memory alone. An interrupted call resumes
+        (called again with the same model, inputs and arguments, it computes only the blocks not
+        yet on disk); a file of another kernel is refused, never reused or overwritten
+        (:mod:`silentlib.ntk.store` describes the file and its index).
+    distributed : bool
+        When a ``torch.distributed`` process group is initialized, spread the block pairs over
+        its ranks, each computing on its model's device (:mod:`silentlib.ntk.distributed`): every
+        rank must make the same call (one made on rank 0 alone waits for the others until the
+        process group's timeout). False computes on this process alone.
 
     Returns
     -------
-    torch.Tensor
+    torch.Tensor or numpy.memmap
         Shape (P1, P2) for a scalar output (or an int ``outputs``) or (P1, P2, C', C') for C'
         selected outputs (neural-tangents' ``trace_axes=()``), on the model's device, in the
-        model's dtype.
+        model's dtype; with ``out``, the finished file opened as a read-only memory map.
 
     Raises
     ------
@@ -105,7 +120,9 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
         (:mod:`~silentlib.ntk.probes`), a gradient hook
         (:func:`~silentlib.ntk.checks.check_gradient_hooks`), a model on the ``meta`` device,
         inputs of mismatched shapes, out-of-range ``outputs``, and a method chosen explicitly
-        that cannot compute the kernel (the reason, and the methods that can).
+        that cannot compute the kernel (the reason, and the methods that can); for an ``out``
+        file of another kernel; on every rank, when the ranks were given different calls or one
+        rank failed (with that rank's message).
     TypeError
         For ``outputs`` that are not integers or a boolean mask (floats, strings).
 
@@ -123,6 +140,9 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
                          "(model.to_empty(device=...), then load or initialize its weights)")
     # fewer CPU threads while other processes hold the cores (products.cpu_threads)
     with exact_matmul(), torch.no_grad(), products.cpu_threads(device):
+        ranks = spread.Ranks.of(device, distributed)
+        if out is not None or ranks.size > 1:
+            return spread.compute(model, x1, x2, method, block_size, outputs, out, ranks)
         return _ntk(model, x1, x2, method, block_size, outputs)
 
 

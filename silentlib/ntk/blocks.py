@@ -4,6 +4,10 @@ above its diagonal (the rest is the transpose).
 A method that makes per-input *features* (layerwise: the factors H_l, G_l of every layer;
 jacobian: per-example Jacobians) contracts them with :func:`contract`; within a diagonal block a
 staircase on and above the diagonal is computed (:func:`accumulate`).
+
+Where the blocks go is the call's *target*: by default :class:`Kernel`, the whole kernel in the
+device's memory; :mod:`silentlib.ntk.store` writes them into a file instead, and
+:mod:`silentlib.ntk.distributed` gives each process its share of the block pairs.
 """
 from __future__ import annotations
 
@@ -34,38 +38,75 @@ def empty_kernel(call):
     return torch.empty((P1, P2, C, C), dtype=call.ref.dtype, device=call.ref.device)
 
 
-def mirror(K, rows):
-    """Fill the blocks of K(x, x) below the diagonal with the transposes of those above it (the
-    diagonal blocks are made exactly symmetric by the methods themselves)."""
-    for bi, (i0, i1) in enumerate(rows):
-        for j0, j1 in rows[:bi]:
-            K[i0:i1, j0:j1] = K[j0:j1, i0:i1].permute(1, 0, 3, 2)
+class Kernel:
+    """The default target of the blocks: the whole (P1, P2, C, C) kernel in the device's memory.
+
+    A method computes the block pairs that :meth:`open` returns into the views :meth:`block`
+    gives and calls :meth:`written` once a block is complete; for K(x, x) that copies its
+    transpose below the diagonal (the diagonal blocks are made exactly symmetric by the methods
+    themselves). ``pick(rows, cols, pairs, same)``, when given, chooses the pairs computed here;
+    the other blocks are left for the caller to fill (:func:`silentlib.ntk.distributed.share_blocks`).
+    """
+    whole = True  # the memory plan counts the whole kernel
+
+    def __init__(self, call, pick=None):
+        self.call, self.pick = call, pick
+
+    def open(self, rows, cols, pairs):
+        """Allocate the kernel; the pairs (bi, bj) to compute."""
+        self.rows, self.cols = rows, cols
+        self.K = empty_kernel(self.call)
+        return pairs if self.pick is None else self.pick(rows, cols, pairs, self.call.same)
+
+    def block(self, bi, bj, first):
+        """The (r, c, C, C) view of block pair (bi, bj) to write (``first``) or add to."""
+        (i0, i1), (j0, j1) = self.rows[bi], self.cols[bj]
+        return self.K[i0:i1, j0:j1]
+
+    def written(self, bi, bj, last):
+        """Block (bi, bj) has its terms (all of them when ``last``)."""
+        if last and self.call.same and bi != bj:
+            self.block(bj, bi, True).copy_(self.block(bi, bj, True).permute(1, 0, 3, 2))
+
+    def result(self):
+        """The kernel."""
+        return self.K
+
+
+def target(call):
+    """Where ``call``'s blocks go: ``call.target``, else a new :class:`Kernel`."""
+    return call.target if call.target is not None else Kernel(call)
 
 
 def contract(call, plan, features, terms):
-    """The (P1, P2, C, C) kernel from per-block features, summed over the plan's parameter groups.
+    """The (P1, P2, C, C) kernel from per-block features, summed over the plan's parameter groups,
+    as :func:`target` keeps it (the kernel itself by default).
 
     ``features(x, group)`` gives a block's features (for the parameters in ``group``, None for
     all); ``terms(f1, f2, rows, cols)`` contracts two blocks' features into their (r, C, c, C)
-    kernel entries. With ``plan.cache`` every block's features are made once and kept.
+    kernel entries. With ``plan.cache`` the features of every block the pairs use are made once and kept.
     """
-    K = empty_kernel(call)
+    out = target(call)
     rows, cols, pairs = upper_pairs(call, plan.block_size)
-    for k, group in enumerate(plan.groups or [None]):
+    pairs = out.open(rows, cols, pairs)
+    groups = plan.groups or [None]
+    for k, group in enumerate(groups):
         def feats(x, group=group):
             return features(x, group)
-        cache1 = [feats(call.x1[i0:i1]) for i0, i1 in rows] if plan.cache else None
-        cache2 = cache1 if call.same or not plan.cache else [feats(call.x2[j0:j1]) for j0, j1 in cols]
+        if plan.cache:  # the features of the blocks the pairs use, once
+            used1 = {bi for bi, _ in pairs} | ({bj for _, bj in pairs} if call.same else set())
+            cache1 = {bi: feats(call.x1[slice(*rows[bi])]) for bi in sorted(used1)}
+            cache2 = cache1 if call.same else {bj: feats(call.x2[slice(*cols[bj])])
+                                               for bj in sorted({bj for _, bj in pairs})}
         f1, current = None, None
         for bi, bj in pairs:
             (i0, i1), (j0, j1) = rows[bi], cols[bj]
             if current != bi:
                 f1, current = (cache1[bi] if plan.cache else feats(call.x1[i0:i1])), bi
             f2 = cache2[bj] if plan.cache else (f1 if call.same and bi == bj else feats(call.x2[j0:j1]))
-            accumulate(K[i0:i1, j0:j1], f1, f2, terms, first=k == 0)
-    if call.same:
-        mirror(K, rows)
-    return K
+            accumulate(out.block(bi, bj, k == 0), f1, f2, terms, first=k == 0)
+            out.written(bi, bj, last=k == len(groups) - 1)
+    return out.result()
 
 
 def accumulate(out, f1, f2, terms, *, first):

@@ -43,11 +43,16 @@ def computed(model, call, plan, requested):
     """The (P1, P2, C, C) kernel of ``call`` by its method (with ``plan``): unchecked for layerwise
     (exact by its refusals), else checked; for ``auto`` (``requested``), recomputed per example with
     plain autograd when the check fails or the transforms raise."""
+    return computed_by(model, call, plan, requested)[0]
+
+
+def computed_by(model, call, plan, requested):
+    """(the kernel of :func:`computed`, the :class:`~silentlib.ntk.methods.Method` that computed it)."""
     if not IMPLEMENTATIONS[call.method].checked:
-        return IMPLEMENTATIONS[call.method].compute(model, call, plan)
+        return IMPLEMENTATIONS[call.method].compute(model, call, plan), call.method
     K, why = attempt(model, call, plan)
     if why is None:
-        return K
+        return K, call.method
     if requested is not Method.AUTO:
         raise ValueError(f"method={call.method.label!r} cannot compute this model's NTK: "
                          f"{DERIVATIVES[call.method]} {why}. {INSTEAD[call.method]}")
@@ -59,7 +64,7 @@ def computed(model, call, plan, requested):
     if why2 is not None:
         raise ValueError(f"no method computes this model's NTK exactly: {DERIVATIVES[call.method]} {why}, and "
                          f"{DERIVATIVES[Method.AUTOGRAD]} {why2}. {INSTEAD[Method.AUTOGRAD]}")
-    return K
+    return K, Method.AUTOGRAD
 
 
 def attempt(model, call, plan):

@@ -92,16 +92,16 @@ def jacobian_terms(f1, f2, rows, cols):
 # ---------------------------------------------------------------------------- vp
 
 def compute_vp(model, call, plan):
-    """The (P1, P2, C, C) kernel by NTK-vector products (:func:`vp_block`), in the plan's blocks."""
-    K = blocks.empty_kernel(call)
+    """The (P1, P2, C, C) kernel by NTK-vector products (:func:`vp_block`), in the plan's blocks, as
+    :func:`silentlib.ntk.blocks.target` keeps it."""
+    out = blocks.target(call)
     rows, cols, pairs = blocks.upper_pairs(call, plan.block_size)
-    for bi, bj in pairs:
+    for bi, bj in out.open(rows, cols, pairs):
         (i0, i1), (j0, j1) = rows[bi], cols[bj]
         x2 = None if call.same and bi == bj else call.x2[j0:j1]  # a diagonal block uses its own symmetry
-        K[i0:i1, j0:j1] = vp_block(model, call.params, call.x1[i0:i1], x2, call.idx, plan.chunk)
-    if call.same:
-        blocks.mirror(K, rows)
-    return K
+        out.block(bi, bj, True).copy_(vp_block(model, call.params, call.x1[i0:i1], x2, call.idx, plan.chunk))
+        out.written(bi, bj, last=True)
+    return out.result()
 
 
 def vp_block(model, params, x1, x2, idx, chunk):

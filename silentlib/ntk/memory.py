@@ -2,7 +2,10 @@
 
 The kernel itself takes P1 P2 C^2 numbers and must fit in :data:`USABLE` of the device's free
 memory. Half of what is left is the *budget* for the working buffers (the other half is slack
-for the allocator). Each method states, per input and per pair of inputs, how much it needs:
+for the allocator). A kernel written to a file (``out=``, :mod:`silentlib.ntk.store`) is never
+whole in memory: its blocks are sized by the device's memory alone, with a quarter of it as the
+budget (the block and its copy for the file take at most as much as the Gram products). Each
+method states, per input and per pair of inputs, how much it needs:
 
 * features methods (layerwise, jacobian) keep ``feat`` numbers per input of a block (its
   features and activations) and ``tile`` numbers per pair (the Gram products); when every
@@ -55,7 +58,7 @@ class Plan:
     chunk : int | None
         Basis vectors per vmapped product (``"vp"``); None otherwise.
     kernel_bytes : int
-        The kernel's size.
+        The kernel's size in memory (0 when it is written to a file block by block).
     working_bytes : int
         The estimated peak of everything else.
     free_bytes : int
@@ -100,7 +103,8 @@ class Room:
         free = config.free_memory(dev)
         if dev.type == "cuda":  # memory PyTorch holds in its cache is free for us too
             free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
-        kernel = P1 * P2 * C * C * nbytes
+        streamed = call.target is not None and not call.target.whole  # out=: one block at a time
+        kernel = 0 if streamed else P1 * P2 * C * C * nbytes
         where = "the GPU" if dev.type == "cuda" else "the host"
         cpu = "" if dev.type in ("cpu", "meta") else \
             f", or compute on the CPU (model.cpu(); the host has {gib(config.free_memory('cpu'))} available)"
@@ -109,8 +113,9 @@ class Room:
                 f"the NTK of {P1:,} x {P2:,} inputs with {C} output(s) has P1*P2*C^2 = {P1 * P2 * C * C:,} "
                 f"entries, {gib(kernel)} in {str(ref.dtype).replace('torch.', '')}, but {where} has "
                 f"{gib(free)} free. Use fewer inputs (a smaller P, or pieces ntk(model, x1[a:b], x2[c:d])), "
-                f"per-output blocks (outputs=[a, ...] computes K[:, :, a, b] for the chosen outputs only){cpu}.")
-        budget = (free - kernel) / 2 / nbytes  # half the rest, for the allocator's slack
+                f"per-output blocks (outputs=[a, ...] computes K[:, :, a, b] for the chosen outputs only){cpu}, "
+                f"or write it to disk block by block (out='kernel.npy').")
+        budget = (free - kernel) / (4 if streamed else 2) / nbytes  # half the rest is the allocator's slack
         return cls(nbytes, free, kernel, budget, where, cpu)
 
 

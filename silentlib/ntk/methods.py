@@ -78,9 +78,10 @@ class Call:
     x1 (P1, ...) and x2 (P2, ...) (x2 is x1 when ``same``), the selected output indices ``idx``,
     whether the kernel has no output axes (``scalar``: a scalar output, or one output selected by an
     int), the method (never ``AUTO``), for a plain stack its layers
-    (:func:`~silentlib.ntk.checks.plain_stack`; None for any other model), and the entries of one
+    (:func:`~silentlib.ntk.checks.plain_stack`; None for any other model), the entries of one
     input's activations where the probe counted them (:func:`~silentlib.ntk.memory.counted_forward`;
-    None: the memory plan counts them)."""
+    None: the memory plan counts them), and where the blocks go (:func:`silentlib.ntk.blocks.target`;
+    None: the whole kernel in memory)."""
     params: dict
     x1: torch.Tensor
     x2: torch.Tensor
@@ -90,6 +91,7 @@ class Call:
     method: Method
     layers: list | None = None
     activations: int | None = None
+    target: object = None
 
     @property
     def ref(self) -> torch.Tensor:
