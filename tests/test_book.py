@@ -70,7 +70,7 @@ def test_references_resolve():
         labels |= set(re.findall(r"^\(([\w-]+)\)=", text, re.M))
         labels |= set(re.findall(r"^:?\s*name: ([\w-]+)", text, re.M))
         labels |= set(re.findall(r"^:label: ([\w-]+)", text, re.M))
-        equations |= set(re.findall(r"^\$\$ \(([\w-]+)\)", text, re.M))
+        equations |= set(re.findall(r"^\s*\$\$ \(([\w-]+)\)", text, re.M))
     bib = set(re.findall(r"@\w+\{([\w-]+),", (ROOT / "references.bib").read_text()))
     problems = []
     for page, text in texts.items():
