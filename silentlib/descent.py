@@ -1,0 +1,92 @@
+"""Full-batch gradient descent (and Adam) on every network of an ensemble, with records at given steps.
+
+Gradient descent ``theta <- theta - lr grad L`` with training time t = lr * step follows the paper's
+gradient flow (eq. 4 and 9) as lr -> 0; Adam (Kingma & Ba 2015, torch's defaults: betas 0.9 and
+0.999, eps 1e-8) is the paper's optimizer for CIFAR-10 and the Wide-ResNet. Each network of the
+:class:`~silentlib.ensemble.Ensemble` has its own learning rate and number of steps; one that is done
+stays where it is while the others go on.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .ensemble import Ensemble
+from .threads import StepThreads
+
+CHECK_EVERY = 1000  # steps between checks that the loss is finite (each check synchronizes a GPU)
+BETAS, EPS = (0.9, 0.999), 1e-8
+
+
+def descend(ens: Ensemble, lrs: Sequence[float], steps: Sequence[np.ndarray], record: Callable[[int, float], None],
+            *, adam: bool = False, threads: StepThreads | None = None, progress: bool = False) -> None:
+    """Train every network of ``ens`` by gradient descent (or Adam), calling ``record(b, loss)`` at its steps.
+
+    Parameters
+    ----------
+    ens : silentlib.ensemble.Ensemble
+        The networks; ``ens.theta`` (B, n) is updated in place, so each bound model holds its state.
+    lrs : sequence of float
+        (B,) learning rates.
+    steps : sequence of numpy.ndarray
+        ``steps[b]``: network b's record steps, increasing from 0; its last is its number of steps.
+    record : callable
+        ``record(b, loss)``, called when network b has taken each of its record steps, with its loss.
+    adam : bool
+        Adam's update instead of plain gradient descent.
+    threads : silentlib.threads.StepThreads, optional
+        Chooses the CPU threads of the steps; paused around the records.
+    progress : bool
+        A tqdm bar over the steps.
+
+    Raises
+    ------
+    FloatingPointError
+        Naming the step, when a loss becomes non-finite. The loss is read (which synchronizes a GPU)
+        only at the records and every :data:`CHECK_EVERY` steps.
+    """
+    theta, B = ens.theta, len(ens)
+    threads = threads or StepThreads(theta.device)
+    n_steps = np.array([s[-1] for s in steps])
+    lr = torch.tensor(lrs, dtype=theta.dtype, device=theta.device)[:, None]
+    moments = (torch.zeros_like(theta), torch.zeros_like(theta)) if adam else None
+    nxt = np.zeros(B, dtype=int)
+    bar = tqdm(total=int(n_steps.max()), disable=not progress, desc="training", leave=False)
+    try:
+        for step in range(int(n_steps.max()) + 1):
+            threads.tick()
+            loss, grad = ens.loss_and_grad(theta)
+            due = [b for b in range(B) if nxt[b] < len(steps[b]) and steps[b][nxt[b]] == step]
+            if due or step % CHECK_EVERY == 0:
+                _check_finite(loss.cpu().numpy(), step, lrs, live=step <= n_steps)
+            for b in due:
+                with threads.paused():
+                    record(b, float(loss[b]))
+                nxt[b] += 1
+            if step == n_steps.max():
+                break
+            live = lr if B == 1 else torch.where(torch.as_tensor(step < n_steps, device=lr.device)[:, None], lr, 0.0)
+            theta.sub_(_adam(grad, moments, live, step + 1) if adam else live * grad)
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+def _adam(grad, moments, lr, k):
+    """Adam's update at its k-th step (as torch.optim.Adam computes it), the moments updated in place."""
+    m, v = moments
+    m.lerp_(grad, 1 - BETAS[0])
+    v.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
+    denom = (v.sqrt() / math.sqrt(1 - BETAS[1] ** k)).add_(EPS)
+    return (lr / (1 - BETAS[0] ** k)) * m / denom
+
+
+def _check_finite(losses, step, lrs, live):
+    for b in np.flatnonzero(live & ~np.isfinite(losses)):
+        raise FloatingPointError(
+            f"the training loss became non-finite by step {step} (t = {step * lrs[b]:g}); "
+            f"try a smaller learning rate than lr={lrs[b]:g}" + (f" (network {b})" if len(lrs) > 1 else ""))

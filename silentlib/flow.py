@@ -1,0 +1,183 @@
+"""Gradient flow integrated with error control: Dormand-Prince 5(4) on every network of an ensemble.
+
+The paper's dynamics is the gradient flow (eq. 4 and 9, eta = 1)::
+
+    d theta / dt = -grad L(theta),     L = 1/(2P) sum_mu |f(x^mu) - y^mu|^2.
+
+Gradient descent follows it with an error of order lr, one gradient per step of time lr, and needs lr
+below 2 / lambda_max of the Hessian to be stable. :func:`integrate` instead takes adaptive
+Runge-Kutta steps (Dormand & Prince 1980, the 7-stage RK5(4) pair with the first-same-as-last
+property: 6 gradients a step; the method of scipy's ``RK45`` and torchdiffeq's ``dopri5``). Each
+step's local error, estimated by the embedded 4th-order solution, must satisfy, in the root mean
+square over the parameters,
+
+    rms( err_i / (atol + rtol * max(|theta_i|, |theta_i'|)) ) <= 1,
+
+else the step is retried with a smaller size; the next step size follows the estimate (safety 0.9,
+factor between 0.2 and 10). Long stretches where the flow is slow (the plateau of a small
+initialization) are crossed in few, long steps; where the flow is stiff (a converged network whose
+Hessian has eigenvalues lambda) steps stay below about 3.3 / lambda, a little longer than
+gradient descent's stable steps, at six gradients each.
+
+Every network has its own step size: network b's result is the one it would have by itself (to
+rounding), and it steps exactly onto each of its record times (no interpolation), so the records
+fall on the same time grid as a gradient-descent run's.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .ensemble import Ensemble
+from .threads import StepThreads
+
+#: Default relative tolerance in float64 (in float32: 1000 times float32's rounding, 1.2e-4).
+RTOL = 1e-6
+#: The default absolute tolerance is ATOL_SHARE * rtol * (the RMS of the network's initial parameters).
+ATOL_SHARE = 1e-3
+
+# Dormand & Prince (1980), RK5(4)7M (Hairer, Norsett & Wanner, Solving ODEs I, Table 5.2): the stages'
+# coefficients, the last row being the 5th-order weights, and E = those weights minus the 4th-order ones.
+_A = (
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
+SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
+
+
+def tolerances(theta: torch.Tensor, rtol: float | None = None, atol=None) -> tuple[float, torch.Tensor]:
+    """``(rtol, atol)`` for the parameters ``theta`` (B, n): the defaults where None.
+
+    rtol defaults to :data:`RTOL` (float64) or ``1000 * eps`` (float32); atol, one per network
+    (B, 1), to ``ATOL_SHARE * rtol * rms(theta_b)``, which keeps the control relative for every
+    parameter of the network's own scale and protects parameters that start at zero (biases).
+    """
+    if rtol is None:
+        rtol = max(RTOL, 1e3 * torch.finfo(theta.dtype).eps)
+    if not (rtol > 0 and math.isfinite(rtol)):
+        raise ValueError(f"rtol must be positive and finite, got {rtol}")
+    if atol is None:
+        rms = theta.pow(2).mean(dim=1, keepdim=True).sqrt()
+        atol = ATOL_SHARE * rtol * torch.where(rms > 0, rms, torch.ones_like(rms))
+    else:
+        if not (atol > 0 and math.isfinite(atol)):
+            raise ValueError(f"atol must be positive and finite, got {atol}")
+        atol = torch.full((theta.shape[0], 1), float(atol), dtype=theta.dtype, device=theta.device)
+    return float(rtol), atol
+
+
+def _rms(v):
+    return v.pow(2).mean(dim=1).sqrt()
+
+
+def _first_step(ens, y0, f0, rtol, atol):
+    """(B,) initial step sizes (Hairer, Norsett & Wanner, Solving ODEs I, II.4; as scipy's)."""
+    scale = atol + rtol * y0.abs()
+    d0, d1 = _rms(y0 / scale), _rms(f0 / scale)
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
+    _, g1 = ens.loss_and_grad(y0 + h0[:, None] * f0)
+    d2 = _rms((-g1 - f0) / scale) / h0
+    big = torch.maximum(d1, d2)
+    h1 = torch.where(big <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / big) ** (1 / 5))
+    return torch.minimum(100 * h0, h1).cpu().double().numpy()
+
+
+def _step(ens, y, k1, h):
+    """One Dormand-Prince step of sizes h (B, 1) from y with f(y) = k1: (y5, f(y5), L(y5), error)."""
+    ks = [k1]
+    for row in _A:
+        yi = y + h * sum(c * k for c, k in zip(row, ks) if c)
+        loss, g = ens.loss_and_grad(yi)
+        ks.append(-g)
+    err = h * sum(e * k for e, k in zip(_E, ks) if e)
+    return yi, ks[-1], loss, err
+
+
+def integrate(ens: Ensemble, times: Sequence[np.ndarray], record: Callable[[int, float], None], *,
+              rtol: float | None = None, atol: float | None = None, threads: StepThreads | None = None,
+              progress: bool = False) -> np.ndarray:
+    """Integrate every network's gradient flow, calling ``record(b, loss)`` at each of its times.
+
+    Parameters
+    ----------
+    ens : silentlib.ensemble.Ensemble
+        The networks; ``ens.theta`` (B, n) is updated in place, so each bound model holds its state.
+    times : sequence of numpy.ndarray
+        ``times[b]``: network b's record times, increasing from 0.
+    record : callable
+        ``record(b, loss)``, called when network b is at each of its times (in order), with its loss.
+    rtol, atol : float, optional
+        The tolerances of the local error control (defaults: :func:`tolerances`).
+    threads : silentlib.threads.StepThreads, optional
+        Chooses the CPU threads of the steps; paused around the records.
+    progress : bool
+        A tqdm bar over the records.
+
+    Returns
+    -------
+    numpy.ndarray
+        (B,) the gradient evaluations spent on each network.
+
+    Raises
+    ------
+    FloatingPointError
+        When a network's loss becomes non-finite, or its step size collapses (the flow blows up).
+    """
+    threads = threads or StepThreads("cpu" if ens.theta.device.type == "cpu" else ens.theta.device)
+    y, B = ens.theta, len(ens)
+    rtol, atol = tolerances(y, rtol, atol)
+    loss, g = ens.loss_and_grad(y)
+    k1 = -g
+    h = _first_step(ens, y, k1, rtol, atol)
+    evals, t, nxt = np.full(B, 2), np.zeros(B), np.ones(B, dtype=int)
+    ends = np.array([len(tb) for tb in times])
+    bar = tqdm(total=int(ends.sum()), disable=not progress, desc="gradient flow", leave=False)
+    try:
+        for b in range(B):
+            _record(record, threads, bar, b, float(loss[b]), 0.0)
+        while (active := nxt < ends).any():
+            target = np.array([times[b][nxt[b]] if active[b] else 0.0 for b in range(B)])
+            lands = active & (h >= target - t)
+            h_try = np.where(active, np.minimum(h, target - t), 0.0)
+            threads.tick()
+            y5, k7, loss7, err = _step(ens, y, k1, torch.as_tensor(h_try, dtype=y.dtype, device=y.device)[:, None])
+            evals[active] += 6
+            norm = _rms(err / (atol + rtol * torch.maximum(y.abs(), y5.abs()))).cpu().double().numpy()
+            accept = active & (norm <= 1)
+            keep = torch.as_tensor(accept, device=y.device)[:, None]
+            y.copy_(torch.where(keep, y5, y))
+            k1 = torch.where(keep, k7, k1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = np.clip(SAFETY * norm ** -0.2, MIN_FACTOR, MAX_FACTOR)
+            factor = np.where(np.isfinite(factor), factor, MIN_FACTOR)
+            h_new = h_try * np.where(accept, factor, np.minimum(factor, 1.0))
+            h = np.where(active, np.where(accept & lands, np.maximum(h_new, h), h_new), h)
+            t = np.where(accept, np.where(lands, target, t + h_try), t)
+            for b in np.flatnonzero(accept & lands):
+                _record(record, threads, bar, b, float(loss7[b]), t[b])
+                nxt[b] += 1
+            stuck = active & (h < 1e-12 * np.maximum(t, 1.0))
+            if stuck.any():
+                b = int(np.flatnonzero(stuck)[0])
+                raise FloatingPointError(f"the gradient flow's step size collapsed to {h[b]:.1e} at t = {t[b]:g} "
+                                         f"(network {b}): the flow blows up or is non-finite there")
+    finally:
+        bar.close()
+    return evals
+
+
+def _record(record, threads, bar, b, loss, t):
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"the training loss became non-finite by t = {t:g}")
+    with threads.paused():
+        record(int(b), loss)
+    bar.update(1)
