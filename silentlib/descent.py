@@ -22,9 +22,9 @@ CHECK_EVERY = 1000  # steps between checks that the loss is finite (each check s
 BETAS, EPS = (0.9, 0.999), 1e-8
 
 
-def descend(ens: Ensemble, lrs: Sequence[float], steps: Sequence[np.ndarray], record: Callable[[int, float], None],
+def descend(ens: Ensemble, lrs: Sequence[float], steps: Sequence[np.ndarray], record: Callable[[int], None],
             *, adam: bool = False, threads: StepThreads | None = None, progress: bool = False) -> None:
-    """Train every network of ``ens`` by gradient descent (or Adam), calling ``record(b, loss)`` at its steps.
+    """Train every network of ``ens`` by gradient descent (or Adam), calling ``record(b)`` at its steps.
 
     Parameters
     ----------
@@ -35,7 +35,7 @@ def descend(ens: Ensemble, lrs: Sequence[float], steps: Sequence[np.ndarray], re
     steps : sequence of numpy.ndarray
         ``steps[b]``: network b's record steps, increasing from 0; its last is its number of steps.
     record : callable
-        ``record(b, loss)``, called when network b has taken each of its record steps, with its loss.
+        ``record(b)``, called when model b has taken each of its record steps.
     adam : bool
         Adam's update instead of plain gradient descent.
     threads : silentlib.threads.StepThreads, optional
@@ -65,7 +65,7 @@ def descend(ens: Ensemble, lrs: Sequence[float], steps: Sequence[np.ndarray], re
                 _check_finite(loss.cpu().numpy(), step, lrs, live=step <= n_steps)
             for b in due:
                 with threads.paused():
-                    record(b, float(loss[b]))
+                    record(b)
                 nxt[b] += 1
             if step == n_steps.max():
                 break

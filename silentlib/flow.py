@@ -20,8 +20,9 @@ Hessian has eigenvalues lambda) steps stay below about 3.3 / lambda, a little lo
 gradient descent's stable steps, at six gradients each.
 
 Every network has its own step size: network b's result is the one it would have by itself (to
-rounding), and it steps exactly onto each of its record times (no interpolation), so the records
-fall on the same time grid as a gradient-descent run's.
+rounding). The records fall on the same time grid as a gradient-descent run's, without shortening a
+step: the parameters at a record time inside a step come from the method's continuous extension
+(Shampine 1986, 4th order, the same accuracy as the step), and the last step ends on the final time.
 """
 from __future__ import annotations
 
@@ -51,6 +52,16 @@ _A = (
     (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
 )
 _E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
+# Shampine's continuous extension: theta(t0 + x h) = theta0 + h sum_i k_i sum_j _P[i][j] x^(j+1).
+_P = (
+    (1.0, -8048581381 / 2820520608, 8663915743 / 2820520608, -12715105075 / 11282082432),
+    (0.0, 0.0, 0.0, 0.0),
+    (0.0, 131558114200 / 32700410799, -68118460800 / 10900136933, 87487479700 / 32700410799),
+    (0.0, -1754552775 / 470086768, 14199869525 / 1410260304, -10690763975 / 1880347072),
+    (0.0, 127303824393 / 49829197408, -318862633887 / 49829197408, 701980252875 / 199316789632),
+    (0.0, -282668133 / 205662961, 2019193451 / 616988883, -1453857185 / 822651844),
+    (0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423),
+)
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
 
 
@@ -92,29 +103,34 @@ def _first_step(ens, y0, f0, rtol, atol):
 
 
 def _step(ens, y, k1, h):
-    """One Dormand-Prince step of sizes h (B, 1) from y with f(y) = k1: (y5, f(y5), L(y5), error)."""
+    """One Dormand-Prince step of sizes h (B, 1) from y with f(y) = k1: (y5, the 7 stages, error)."""
     ks = [k1]
     for row in _A:
         yi = y + h * sum(c * k for c, k in zip(row, ks) if c)
-        loss, g = ens.loss_and_grad(yi)
-        ks.append(-g)
-    err = h * sum(e * k for e, k in zip(_E, ks) if e)
-    return yi, ks[-1], loss, err
+        ks.append(-ens.loss_and_grad(yi)[1])
+    return yi, ks, h * sum(e * k for e, k in zip(_E, ks) if e)
 
 
-def integrate(ens: Ensemble, times: Sequence[np.ndarray], record: Callable[[int, float], None], *,
+def _between(y0, ks, h, x):
+    """The parameters (n,) at t0 + x h inside a step of size h from y0 (n,) with stages ks (each (n,))."""
+    powers = [x, x * x, x ** 3, x ** 4]
+    return y0 + h * sum(k * sum(c * p for c, p in zip(row, powers)) for k, row in zip(ks, _P) if any(row))
+
+
+def integrate(ens: Ensemble, times: Sequence[np.ndarray], record: Callable[[int], None], *,
               rtol: float | None = None, atol: float | None = None, threads: StepThreads | None = None,
               progress: bool = False) -> np.ndarray:
-    """Integrate every network's gradient flow, calling ``record(b, loss)`` at each of its times.
+    """Integrate every network's gradient flow, calling ``record(b)`` at each of its times.
 
     Parameters
     ----------
     ens : silentlib.ensemble.Ensemble
-        The networks; ``ens.theta`` (B, n) is updated in place, so each bound model holds its state.
+        The networks; ``ens.theta`` (B, n) is updated in place, so each bound model holds its state
+        (and, during ``record(b)``, model b holds its state at the record's time).
     times : sequence of numpy.ndarray
-        ``times[b]``: network b's record times, increasing from 0.
+        ``times[b]``: network b's record times, increasing from 0; it is integrated up to the last.
     record : callable
-        ``record(b, loss)``, called when network b is at each of its times (in order), with its loss.
+        ``record(b)``, called when model b is at each of its times (in order).
     rtol, atol : float, optional
         The tolerances of the local error control (defaults: :func:`tolerances`).
     threads : silentlib.threads.StepThreads, optional
@@ -130,54 +146,62 @@ def integrate(ens: Ensemble, times: Sequence[np.ndarray], record: Callable[[int,
     Raises
     ------
     FloatingPointError
-        When a network's loss becomes non-finite, or its step size collapses (the flow blows up).
+        When a network's step size collapses (its gradient is non-finite, or the flow blows up).
     """
-    threads = threads or StepThreads("cpu" if ens.theta.device.type == "cpu" else ens.theta.device)
+    threads = threads or StepThreads(ens.theta.device)
     y, B = ens.theta, len(ens)
     rtol, atol = tolerances(y, rtol, atol)
-    loss, g = ens.loss_and_grad(y)
-    k1 = -g
+    k1 = -ens.loss_and_grad(y)[1]
     h = _first_step(ens, y, k1, rtol, atol)
-    evals, t, nxt = np.full(B, 2), np.zeros(B), np.ones(B, dtype=int)
-    ends = np.array([len(tb) for tb in times])
-    bar = tqdm(total=int(ends.sum()), disable=not progress, desc="gradient flow", leave=False)
+    evals, t, nxt = np.full(B, 2), np.zeros(B), np.zeros(B, dtype=int)
+    t_end = np.array([tb[-1] for tb in times], dtype=float)
+    bar = tqdm(total=sum(len(tb) for tb in times), disable=not progress, desc="gradient flow", leave=False)
     try:
-        for b in range(B):
-            _record(record, threads, bar, b, float(loss[b]), 0.0)
-        while (active := nxt < ends).any():
-            target = np.array([times[b][nxt[b]] if active[b] else 0.0 for b in range(B)])
-            lands = active & (h >= target - t)
-            h_try = np.where(active, np.minimum(h, target - t), 0.0)
+        _records(record, threads, bar, y, times, nxt, t, None)
+        while (active := t < t_end).any():
+            lands = active & (h >= t_end - t)
+            h_try = np.where(active, np.minimum(h, t_end - t), 0.0)
             threads.tick()
-            y5, k7, loss7, err = _step(ens, y, k1, torch.as_tensor(h_try, dtype=y.dtype, device=y.device)[:, None])
+            y5, ks, err = _step(ens, y, k1, torch.as_tensor(h_try, dtype=y.dtype, device=y.device)[:, None])
             evals[active] += 6
             norm = _rms(err / (atol + rtol * torch.maximum(y.abs(), y5.abs()))).cpu().double().numpy()
             accept = active & (norm <= 1)
             keep = torch.as_tensor(accept, device=y.device)[:, None]
+            y_old = y.clone()
             y.copy_(torch.where(keep, y5, y))
-            k1 = torch.where(keep, k7, k1)
+            k1 = torch.where(keep, ks[-1], k1)
             with np.errstate(divide="ignore", invalid="ignore"):
                 factor = np.clip(SAFETY * norm ** -0.2, MIN_FACTOR, MAX_FACTOR)
             factor = np.where(np.isfinite(factor), factor, MIN_FACTOR)
             h_new = h_try * np.where(accept, factor, np.minimum(factor, 1.0))
+            t_old, t = t, np.where(accept, np.where(lands, t_end, t + h_try), t)
             h = np.where(active, np.where(accept & lands, np.maximum(h_new, h), h_new), h)
-            t = np.where(accept, np.where(lands, target, t + h_try), t)
-            for b in np.flatnonzero(accept & lands):
-                _record(record, threads, bar, b, float(loss7[b]), t[b])
-                nxt[b] += 1
+            _records(record, threads, bar, y, times, nxt, t, (y_old, ks, h_try, t_old))
             stuck = active & (h < 1e-12 * np.maximum(t, 1.0))
             if stuck.any():
                 b = int(np.flatnonzero(stuck)[0])
                 raise FloatingPointError(f"the gradient flow's step size collapsed to {h[b]:.1e} at t = {t[b]:g} "
-                                         f"(network {b}): the flow blows up or is non-finite there")
+                                         f"(network {b}): its gradient is non-finite there, or the flow blows up")
     finally:
         bar.close()
     return evals
 
 
-def _record(record, threads, bar, b, loss, t):
-    if not math.isfinite(loss):
-        raise FloatingPointError(f"the training loss became non-finite by t = {t:g}")
-    with threads.paused():
-        record(int(b), loss)
-    bar.update(1)
+def _records(record, threads, bar, y, times, nxt, t, step):
+    """Call ``record(b)`` at every record time of network b up to its time t[b]. Inside the last
+    step (``step``: the state before it, its stages, sizes and start times) model b is set for the
+    call to the continuous extension's parameters, at its end it holds its state itself."""
+    for b in range(len(times)):
+        while nxt[b] < len(times[b]) and times[b][nxt[b]] <= t[b]:
+            tr = times[b][nxt[b]]
+            with threads.paused():
+                if step is None or tr == t[b]:
+                    record(b)
+                else:
+                    y0, ks, h, t0 = step
+                    state = y[b].clone()
+                    y[b] = _between(y0[b], [k[b] for k in ks], float(h[b]), (tr - t0[b]) / h[b])
+                    record(b)
+                    y[b] = state
+            nxt[b] += 1
+            bar.update(1)

@@ -311,8 +311,8 @@ def train_many(models: Sequence[nn.Module], x, y, *, lr: float | Sequence[float]
                                observe=observe or {}, ntk_method=ntk_method) for m in models]
         show = progress if progress is not None else max(s[-1] for s in steps) > 20000
 
-        def record(b, loss):
-            recorders[b].record(loss)
+        def record(b):
+            recorders[b].record()
 
         with StepThreads(dev) as threads:
             if optimizer == "flow":
@@ -389,14 +389,15 @@ class _Recorder:
     def _kernel(self, a, b=None):
         return ntk(self.model, a, b, method=self.ntk_method).detach().cpu().numpy()
 
-    def record(self, loss_value):
-        """Record the predictions, the loss ``loss_value``, the kernel and the observables now."""
+    def record(self):
+        """Record the predictions, the loss, the kernel and the observables now."""
         model, rec = self.model, self.rec
         with torch.no_grad():
-            rec["pred"].append(model(self.x).cpu().numpy())
+            pred = model(self.x)
+            rec["pred"].append(pred.cpu().numpy())
+            rec["loss"].append(float(0.5 * (pred - self.y).pow(2).sum() / self.x.shape[0]))
             if self.x_test is not None:
                 rec["test"].append(model(self.x_test).cpu().numpy())
-        rec["loss"].append(loss_value)
         if self.track_ntk:
             K = ntk(model, self.x, method=self.ntk_method)     # on the device: only what is kept moves to the host
             if self.keep_kernels:

@@ -101,7 +101,7 @@ def test_tighter_tolerance_more_gradients_smaller_error():
         ens = Ensemble([model], x, y)
         t = np.linspace(0, 10, 6)
         preds = []
-        evals = flow.integrate(ens, [t], lambda b, loss: preds.append(model(x).detach().numpy()), rtol=rtol)
+        evals = flow.integrate(ens, [t], lambda b: preds.append(model(x).detach().numpy()), rtol=rtol)
         ens.release()
         counts.append(evals[0])
         errors.append(np.abs(np.array(preds) - y.numpy() - closed_form_residual(x, r0, t)).max())
