@@ -39,7 +39,7 @@ def descend(ens: Ensemble, lrs: Sequence[float], steps: Sequence[np.ndarray], re
     adam : bool
         Adam's update instead of plain gradient descent.
     threads : silentlib.threads.StepThreads, optional
-        Chooses the CPU threads of the steps; paused around the records.
+        Chooses the CPU threads of the steps (a step with a record is not timed).
     progress : bool
         A tqdm bar over the steps.
 
@@ -58,35 +58,48 @@ def descend(ens: Ensemble, lrs: Sequence[float], steps: Sequence[np.ndarray], re
     bar = tqdm(total=int(n_steps.max()), disable=not progress, desc="training", leave=False)
     try:
         for step in range(int(n_steps.max()) + 1):
+            rows = np.flatnonzero(step <= n_steps)         # the networks not done (a network that is
+            idx = None if len(rows) == B else torch.as_tensor(rows, device=theta.device)   # done is not computed)
             threads.tick()
-            loss, grad = ens.loss_and_grad(theta)
-            due = [b for b in range(B) if nxt[b] < len(steps[b]) and steps[b][nxt[b]] == step]
+            loss, grad = ens.loss_and_grad(theta if idx is None else theta[idx])
+            due = [b for b in rows if nxt[b] < len(steps[b]) and steps[b][nxt[b]] == step]
             if due or step % CHECK_EVERY == 0:
-                _check_finite(loss.cpu().numpy(), step, lrs, live=step <= n_steps)
+                _check_finite(loss.cpu().numpy(), step, [lrs[b] for b in rows], rows if B > 1 else None)
             for b in due:
-                with threads.paused():
-                    record(b)
+                threads.untimed()
+                record(b)
                 nxt[b] += 1
             if step == n_steps.max():
                 break
-            live = lr if B == 1 else torch.where(torch.as_tensor(step < n_steps, device=lr.device)[:, None], lr, 0.0)
-            theta.sub_(_adam(grad, moments, live, step + 1) if adam else live * grad)
+            rate = lr if idx is None else lr[idx]
+            if (step == n_steps[rows]).any():             # a network at its last step stays
+                rate = torch.where(torch.as_tensor(step < n_steps[rows], device=lr.device)[:, None], rate, 0.0)
+            update = _adam(grad, moments, idx, rate, step + 1) if adam else rate * grad
+            if idx is None:
+                theta.sub_(update)
+            else:
+                theta.index_add_(0, idx, -update)
             bar.update(1)
     finally:
         bar.close()
 
 
-def _adam(grad, moments, lr, k):
-    """Adam's update at its k-th step (as torch.optim.Adam computes it), the moments updated in place."""
-    m, v = moments
+def _adam(grad, moments, idx, lr, k):
+    """Adam's update at its k-th step (as torch.optim.Adam computes it) of the rows ``idx`` (None: all),
+    their moments updated in place."""
+    m, v = moments if idx is None else (moments[0][idx], moments[1][idx])
     m.lerp_(grad, 1 - BETAS[0])
     v.mul_(BETAS[1]).addcmul_(grad, grad, value=1 - BETAS[1])
+    if idx is not None:
+        moments[0].index_copy_(0, idx, m)
+        moments[1].index_copy_(0, idx, v)
     denom = (v.sqrt() / math.sqrt(1 - BETAS[1] ** k)).add_(EPS)
     return (lr / (1 - BETAS[0] ** k)) * m / denom
 
 
-def _check_finite(losses, step, lrs, live):
-    for b in np.flatnonzero(live & ~np.isfinite(losses)):
+def _check_finite(losses, step, lrs, rows):
+    """Raise FloatingPointError naming the step (and the network ``rows[i]``) if a loss is not finite."""
+    for i in np.flatnonzero(~np.isfinite(losses)):
         raise FloatingPointError(
-            f"the training loss became non-finite by step {step} (t = {step * lrs[b]:g}); "
-            f"try a smaller learning rate than lr={lrs[b]:g}" + (f" (network {b})" if len(lrs) > 1 else ""))
+            f"the training loss became non-finite by step {step} (t = {step * lrs[i]:g}); "
+            f"try a smaller learning rate than lr={lrs[i]:g}" + (f" (network {rows[i]})" if rows is not None else ""))

@@ -88,21 +88,22 @@ class Ensemble:
         return 0.5 * (out - self.y).pow(2).sum() / self.x.shape[0]
 
     def outputs(self, theta: torch.Tensor) -> torch.Tensor:
-        """(B, P) or (B, P, C): every model's outputs on ``x`` with the parameters ``theta`` (B, n)."""
-        if len(self) == 1:
+        """(B', P) or (B', P, C): the outputs on ``x`` with the parameters ``theta`` (B', n), one row each."""
+        if theta.shape[0] == 1:
             return functional_call(self.template, self._rows(theta[0]), (self.x,))[None]
         return vmap(lambda row: functional_call(self.template, self._rows(row), (self.x,)))(theta)
 
     def loss_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every model's loss L_b and its gradient at the parameters ``theta`` (B, n).
+        """The loss L and its gradient at each row of ``theta`` (B', n), rows of the ensemble's
+        parameters (all B of them, or those of the networks still training).
 
         Returns
         -------
         tuple
-            ``(loss, grad)``: (B,) and (B, n), detached.
+            ``(loss, grad)``: (B',) and (B', n), detached.
         """
         theta = theta.detach().requires_grad_(True)
-        loss = self._loss_one(theta[0])[None] if len(self) == 1 else vmap(self._loss_one)(theta)
+        loss = self._loss_one(theta[0])[None] if theta.shape[0] == 1 else vmap(self._loss_one)(theta)
         grad, = torch.autograd.grad(loss.sum(), theta)
         self.evaluations += 1
         return loss.detach(), grad

@@ -134,7 +134,7 @@ def integrate(ens: Ensemble, times: Sequence[np.ndarray], record: Callable[[int]
     rtol, atol : float, optional
         The tolerances of the local error control (defaults: :func:`tolerances`).
     threads : silentlib.threads.StepThreads, optional
-        Chooses the CPU threads of the steps; paused around the records.
+        Chooses the CPU threads of the steps (a step with a record is not timed).
     progress : bool
         A tqdm bar over the records.
 
@@ -158,28 +158,30 @@ def integrate(ens: Ensemble, times: Sequence[np.ndarray], record: Callable[[int]
     bar = tqdm(total=sum(len(tb) for tb in times), disable=not progress, desc="gradient flow", leave=False)
     try:
         _records(record, threads, bar, y, times, nxt, t, None)
-        while (active := t < t_end).any():
-            lands = active & (h >= t_end - t)
-            h_try = np.where(active, np.minimum(h, t_end - t), 0.0)
+        while (rows := np.flatnonzero(t < t_end)).size:      # the networks not done (only they are computed)
+            idx = torch.as_tensor(rows, device=y.device)
+            lands = h[rows] >= t_end[rows] - t[rows]
+            h_try = np.minimum(h[rows], t_end[rows] - t[rows])
             threads.tick()
-            y5, ks, err = _step(ens, y, k1, torch.as_tensor(h_try, dtype=y.dtype, device=y.device)[:, None])
-            evals[active] += 6
-            norm = _rms(err / (atol + rtol * torch.maximum(y.abs(), y5.abs()))).cpu().double().numpy()
-            accept = active & (norm <= 1)
+            y0, k0 = y[idx], k1[idx]
+            y5, ks, err = _step(ens, y0, k0, torch.as_tensor(h_try, dtype=y.dtype, device=y.device)[:, None])
+            evals[rows] += 6
+            norm = _rms(err / (atol[idx] + rtol * torch.maximum(y0.abs(), y5.abs()))).cpu().double().numpy()
+            accept = norm <= 1
             keep = torch.as_tensor(accept, device=y.device)[:, None]
-            y_old = y.clone()
-            y.copy_(torch.where(keep, y5, y))
-            k1 = torch.where(keep, ks[-1], k1)
+            y.index_copy_(0, idx, torch.where(keep, y5, y0))
+            k1.index_copy_(0, idx, torch.where(keep, ks[-1], k0))
             with np.errstate(divide="ignore", invalid="ignore"):
                 factor = np.clip(SAFETY * norm ** -0.2, MIN_FACTOR, MAX_FACTOR)
             factor = np.where(np.isfinite(factor), factor, MIN_FACTOR)
             h_new = h_try * np.where(accept, factor, np.minimum(factor, 1.0))
-            t_old, t = t, np.where(accept, np.where(lands, t_end, t + h_try), t)
-            h = np.where(active, np.where(accept & lands, np.maximum(h_new, h), h_new), h)
-            _records(record, threads, bar, y, times, nxt, t, (y_old, ks, h_try, t_old))
-            stuck = active & (h < 1e-12 * np.maximum(t, 1.0))
-            if stuck.any():
-                b = int(np.flatnonzero(stuck)[0])
+            t_old = t.copy()
+            t[rows] = np.where(accept, np.where(lands, t_end[rows], t[rows] + h_try), t[rows])
+            h[rows] = np.where(accept & lands, np.maximum(h_new, h[rows]), h_new)
+            _records(record, threads, bar, y, times, nxt, t, (rows, y0, ks, h_try, t_old))
+            stuck = rows[h[rows] < 1e-12 * np.maximum(t[rows], 1.0)]
+            if stuck.size:
+                b = int(stuck[0])
                 raise FloatingPointError(f"the gradient flow's step size collapsed to {h[b]:.1e} at t = {t[b]:g} "
                                          f"(network {b}): its gradient is non-finite there, or the flow blows up")
     finally:
@@ -189,19 +191,21 @@ def integrate(ens: Ensemble, times: Sequence[np.ndarray], record: Callable[[int]
 
 def _records(record, threads, bar, y, times, nxt, t, step):
     """Call ``record(b)`` at every record time of network b up to its time t[b]. Inside the last
-    step (``step``: the state before it, its stages, sizes and start times) model b is set for the
-    call to the continuous extension's parameters, at its end it holds its state itself."""
+    step (``step``: the networks it advanced, their states before it, stages, sizes, and every
+    network's time before it) model b is set for the call to the continuous extension's
+    parameters; at the step's end it holds its state itself."""
     for b in range(len(times)):
         while nxt[b] < len(times[b]) and times[b][nxt[b]] <= t[b]:
             tr = times[b][nxt[b]]
-            with threads.paused():
-                if step is None or tr == t[b]:
-                    record(b)
-                else:
-                    y0, ks, h, t0 = step
-                    state = y[b].clone()
-                    y[b] = _between(y0[b], [k[b] for k in ks], float(h[b]), (tr - t0[b]) / h[b])
-                    record(b)
-                    y[b] = state
+            threads.untimed()
+            if step is None or tr == t[b]:
+                record(b)
+            else:
+                rows, y0, ks, h, t0 = step
+                i = int(np.searchsorted(rows, b))
+                state = y[b].clone()
+                y[b] = _between(y0[i], [k[i] for k in ks], float(h[i]), (tr - t0[b]) / h[i])
+                record(b)
+                y[b] = state
             nxt[b] += 1
             bar.update(1)

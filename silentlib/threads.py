@@ -6,8 +6,8 @@ for a time slice at every barrier (a depth-5 linear network of chapter 4: 12.6 m
 two threads of a busy 2-core machine, 0.9 ms on one). Larger networks do gain from threads on an
 idle machine. So :class:`StepThreads` times the loop's own steps alternately on one thread and on
 as many as other processes leave free (:func:`silentlib.ntk.products.threads_for`), keeps the faster,
-chooses again every :data:`RETUNE_SECONDS`, and restores torch's setting around the records (whose
-NTKs choose their own threads) and at the end.
+chooses again every :data:`RETUNE_SECONDS`, and restores torch's setting around the tracked NTKs
+(which choose their own threads) and at the end.
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ class StepThreads:
     """torch's CPU thread count for a loop of like steps: call :meth:`tick` before every step.
 
     Nothing changes on a GPU or when torch already uses one thread. Used as a context manager it
-    restores torch's setting on exit; :meth:`paused` restores it for a block within the loop.
+    restores torch's setting on exit; :meth:`paused` restores it for a block within the loop, and
+    :meth:`untimed` leaves a step that did more than its work out of the timing.
 
     Parameters
     ----------
@@ -71,17 +72,22 @@ class StepThreads:
         torch.set_num_threads(self.timing or self.chosen)
         self.last = time.perf_counter()
 
-    @contextlib.contextmanager
-    def paused(self):
-        """Within the block torch has its own setting again; the step it falls in is not timed."""
-        if not self.on:
-            yield
-            return
+    def untimed(self) -> None:
+        """Leave the current step out of the timing (it did more than a step: a record, say)."""
         if self.timing is not None:
             self.plan.insert(0, self.timing)     # time that count again on a later step
             self.timing = None
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Within the block torch has its own setting again (for a computation that chooses its own
+        threads, such as an NTK); the step it falls in is not timed."""
+        if not self.on:
+            yield
+            return
+        self.untimed()
         torch.set_num_threads(self.requested)
         try:
             yield
         finally:
-            torch.set_num_threads(self.chosen)
+            torch.set_num_threads(self.timing or self.chosen)

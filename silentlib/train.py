@@ -17,6 +17,7 @@ i.e. the paper's eta is 1/P for the unnormalized NTK K returned by
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Callable, Sequence
@@ -311,10 +312,10 @@ def train_many(models: Sequence[nn.Module], x, y, *, lr: float | Sequence[float]
                                observe=observe or {}, ntk_method=ntk_method) for m in models]
         show = progress if progress is not None else max(s[-1] for s in steps) > 20000
 
-        def record(b):
-            recorders[b].record()
-
         with StepThreads(dev) as threads:
+            def record(b):
+                recorders[b].record(threads)
+
             if optimizer == "flow":
                 flow.integrate(ens, [l * s for l, s in zip(lrs, steps)], record, rtol=rtol, atol=atol,
                                threads=threads, progress=show)
@@ -389,8 +390,10 @@ class _Recorder:
     def _kernel(self, a, b=None):
         return ntk(self.model, a, b, method=self.ntk_method).detach().cpu().numpy()
 
-    def record(self):
-        """Record the predictions, the loss, the kernel and the observables now."""
+    def record(self, threads=None):
+        """Record the predictions, the loss, the kernel and the observables now, on the threads of the
+        training steps, but the kernel on torch's own (``threads``, a
+        :class:`~silentlib.threads.StepThreads`, restores them: the NTK chooses its own)."""
         model, rec = self.model, self.rec
         with torch.no_grad():
             pred = model(self.x)
@@ -399,7 +402,8 @@ class _Recorder:
             if self.x_test is not None:
                 rec["test"].append(model(self.x_test).cpu().numpy())
         if self.track_ntk:
-            K = ntk(model, self.x, method=self.ntk_method)     # on the device: only what is kept moves to the host
+            with threads.paused() if threads is not None else contextlib.nullcontext():
+                K = ntk(model, self.x, method=self.ntk_method)  # on the device: only what is kept moves to the host
             if self.keep_kernels:
                 rec["kernels"].append(K.cpu().numpy())
             else:

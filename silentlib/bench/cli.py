@@ -15,6 +15,7 @@ from .grid import run_grid, versions
 from .peer import PEER_INSTALL, load_peer
 from .report import format_report, format_table
 from .timing import BENCH_METHODS, DTYPES, matmul_throughput, run_benchmark
+from .training import format_training, run_training_bench
 
 
 def main(argv=None):
@@ -55,6 +56,9 @@ def parser():
                    help="time by the CPU seconds of the process (all its threads) instead of wall time: with "
                         "--threads 1, a comparison that other processes on a shared machine disturb less")
     p.add_argument("--no-extras", action="store_true", help="the grid only: no tracking overhead, no Wide-ResNet")
+    p.add_argument("--training", action="store_true",
+                   help="time training instead: the chapters' sweeps by the old loop, gd, the flow, and together "
+                        "(fast sizes; --full: the paper's, tens of minutes on a CPU)")
     return p
 
 
@@ -109,7 +113,10 @@ def _main(argv):
     try:
         if peer is not None and timing.device(args.device).type != "cpu":
             p.error("--peer compares on the CPU (the peer's environment has a CPU jaxlib); add --device cpu")
-        if args.sizes is not None:
+        if args.training:
+            report = run_training_bench(full=args.full, device=args.device)
+            print(format_training(report))
+        elif args.sizes is not None:
             report = _sizes_report(args, p, peer)
         else:
             report = run_grid(full=args.full, device=args.device, dtype=args.dtype, repeats=args.repeats,
