@@ -105,15 +105,17 @@ def setup() -> int:
     chapters' NumPy and SciPy calls are small or short, and two OpenBLAS threads on cores that
     other processes keep busy wait for each other at every barrier (an eigendecomposition of a
     1500 x 1500 matrix took 30 s on two threads of a busy 2-core machine, 3.4 s on one). torch
-    uses one thread at the fast scale, where every problem is small; at the paper scale it keeps
-    its setting, which training (:class:`silentlib.threads.StepThreads`) and the NTKs
-    (:func:`silentlib.ntk.products.cpu_threads`) reduce per call by their work and the machine's
-    load. ``torch.manual_seed`` is set to the seed, so that weights drawn without an explicit
-    generator derive from it too.
+    uses one thread at the fast scale, where every problem is small; at the paper scale as many as
+    other processes leave cores free when the chapter starts
+    (:func:`silentlib.ntk.products.threads_for`), which training
+    (:class:`silentlib.threads.StepThreads`) and the NTKs (:func:`silentlib.ntk.products.cpu_threads`)
+    reduce further per call by their work and the machine's load. ``torch.manual_seed`` is set to
+    the seed, so that weights drawn without an explicit generator derive from it too.
     """
+    from .ntk.products import threads_for
+
     torch.set_default_dtype(torch.float64)
-    if scale() == "fast":
-        torch.set_num_threads(1)
+    torch.set_num_threads(1 if scale() == "fast" else threads_for(torch.get_num_threads()))
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:   # an optional dependency: without it NumPy keeps its threads

@@ -19,6 +19,14 @@ initialization) are crossed in few, long steps; where the flow is stiff (a conve
 Hessian has eigenvalues lambda) steps stay below about 3.3 / lambda, a little longer than
 gradient descent's stable steps, at six gradients each.
 
+**What the default tolerances give.** rtol = 1e-6 (float64) bounds each step's local error; the
+error of the records, which accumulates over the steps, stays of that order on the tests' problems:
+5e-7 of the initial residual for a linear model against its closed-form flow, 7e-8 of the parameters
+for a tanh network against scipy's DOP853 at rtol 1e-12 (``tests/test_flow.py``). Gradient descent
+with the chapters' steps (lr = 0.002 to 0.5) is off the flow by O(lr), 1e-3 to 1e-1 relative, and
+the chapters compare simulations with the theory's ODEs at 1e-3 to 5e-2; a tighter rtol costs few
+gradients where the steps are limited by stability rather than accuracy.
+
 Every network has its own step size: network b's result is the one it would have by itself (to
 rounding). The records fall on the same time grid as a gradient-descent run's, without shortening a
 step: the parameters at a record time inside a step come from the method's continuous extension

@@ -153,12 +153,15 @@ def test_setup_sets_float64_and_the_torch_seed(monkeypatch):
 
 
 def test_setup_threads(monkeypatch):
-    """NumPy's BLAS on one thread at every scale; torch on one at the fast scale, its own setting at paper scale."""
+    """NumPy's BLAS on one thread at every scale; torch on one at the fast scale, at the paper scale on
+    the cores other processes leave free."""
     import silentlib as sl
+    from silentlib.ntk import products
     threadpoolctl = pytest.importorskip("threadpoolctl")
     saved = torch.get_num_threads()
     try:
-        for scale, torch_threads in (("paper", 2), ("fast", 1)):
+        for scale, free, torch_threads in (("paper", 2, 2), ("paper", 1, 1), ("fast", 2, 1)):
+            monkeypatch.setattr(products, "threads_for", lambda n, free=free: min(n, free))
             with threadpoolctl.threadpool_limits(2, user_api="blas"):
                 monkeypatch.setenv("SILENT_SCALE", scale)
                 torch.set_num_threads(2)
