@@ -153,8 +153,12 @@ class Trajectory:
 
 
 def record_steps(n_steps: int, n_records: int) -> np.ndarray:
-    """Step 0 plus about ``n_records - 1`` log-spaced steps from 1 to ``n_steps`` (unique, sorted)."""
-    grid = np.unique(np.round(np.geomspace(1, max(n_steps, 1), max(n_records - 1, 1))).astype(int))
+    """Step 0 plus about ``n_records - 1`` log-spaced steps from 1 to ``n_steps`` (unique, sorted),
+    always ending at ``n_steps`` (with ``n_records <= 2``: step 0 and ``n_steps`` alone)."""
+    n_steps = max(n_steps, 1)
+    if n_records <= 2:
+        return np.array([0, n_steps])
+    grid = np.unique(np.round(np.geomspace(1, n_steps, n_records - 1)).astype(int))
     return np.concatenate([[0], grid[grid <= n_steps]])
 
 
