@@ -5,7 +5,7 @@
 * :func:`scale` -- the book's size switch, read from the environment variable
   ``SILENT_SCALE``: ``"fast"`` (the default; every chapter runs in well under a
   minute on two CPU cores) or ``"paper"`` (the paper's sizes; minutes per chapter on two
-  CPU cores, where chapters 5 and 9 make one experiment smaller than on a GPU).
+  CPU cores; chapter 9's Wide-ResNet wants a GPU).
 * :func:`seed` -- the book's seed, read from ``SILENT_SEED`` (default 0): every random draw
   of every chapter (data, initial weights, test points, splits) derives from it.
 * :func:`setup` -- the one call at the top of every chapter: float64, threads, the seed.
