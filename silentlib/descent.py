@@ -18,7 +18,9 @@ from tqdm.auto import tqdm
 from .ensemble import Ensemble
 from .threads import StepThreads
 
-CHECK_EVERY = 1000  # steps between checks that the loss is finite (each check synchronizes a GPU)
+#: Steps between checks that the loss is finite (each check synchronizes a GPU).
+CHECK_EVERY = 1000
+#: Adam's moment decay rates and denominator offset (torch.optim.Adam's defaults).
 BETAS, EPS = (0.9, 0.999), 1e-8
 
 

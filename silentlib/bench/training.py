@@ -34,8 +34,10 @@ from ..ntk import ntk
 from ..threads import StepThreads
 from ..train import record_steps, train, train_many
 
+#: The ways every sweep is trained, in the table's order.
 WAYS = ("loop", "gd", "flow", "gd, together", "flow, together")
-STEPS_TIMED = 50  # gradient steps timed for the one-step times
+#: Gradient steps timed for the one-step times.
+STEPS_TIMED = 50
 
 
 @dataclasses.dataclass
