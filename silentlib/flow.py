@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from .ensemble import Ensemble
 from .threads import StepThreads
 
-#: Default relative tolerance in float64 (in float32: 1000 times float32's rounding, 1.2e-4).
+#: Default relative tolerance in float64; float32 gets 1000 times its rounding, 1.2e-4.
 RTOL = 1e-6
 #: The default absolute tolerance is ATOL_SHARE * rtol * (the RMS of the network's initial parameters).
 ATOL_SHARE = 1e-3
