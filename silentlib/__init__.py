@@ -23,8 +23,8 @@ from .config import device, exact_matmul, pick, scale, seed, setup
 from .kernels import cosine_similarity, kernel_alignment, kernel_regression
 from .models import MLP, WideResNet
 from .ntk import ntk, ntk_plan
-from .train import Trajectory, crossing_time, train
+from .train import Trajectory, crossing_time, train, train_many
 
-__all__ = ["MLP", "WideResNet", "ntk", "ntk_plan", "train", "Trajectory", "crossing_time",
+__all__ = ["MLP", "WideResNet", "ntk", "ntk_plan", "train", "train_many", "Trajectory", "crossing_time",
            "kernel_alignment", "kernel_regression", "cosine_similarity", "device", "scale", "pick", "seed", "setup",
            "exact_matmul", "data", "silence", "stats", "theory", "__version__"]

@@ -4,7 +4,8 @@
   ``cuda``, ``cuda:1``, ...), else CUDA when available, else the CPU.
 * :func:`scale` -- the book's size switch, read from the environment variable
   ``SILENT_SCALE``: ``"fast"`` (the default; every chapter runs in well under a
-  minute on two CPU cores) or ``"paper"`` (the paper's sizes; meant for a GPU).
+  minute on two CPU cores) or ``"paper"`` (the paper's sizes; minutes per chapter on two
+  CPU cores; chapter 9's Wide-ResNet wants a GPU).
 * :func:`seed` -- the book's seed, read from ``SILENT_SEED`` (default 0): every random draw
   of every chapter (data, initial weights, test points, splits) derives from it.
 * :func:`setup` -- the one call at the top of every chapter: float64, threads, the seed.
@@ -101,19 +102,27 @@ def seed() -> int:
 def setup() -> int:
     """The chapters' setup call: float64 by default, the threads, the seed; returns :func:`seed`.
 
-    At the fast scale torch and NumPy's BLAS use one thread: the book's problems are small, and
-    one thread is as fast as two and immune to contention on a shared CPU. ``torch.manual_seed``
-    is set to the seed, so that weights drawn without an explicit generator derive from it too.
+    NumPy's BLAS (threadpoolctl, when installed) computes on one thread at every scale: the
+    chapters' NumPy and SciPy calls are small or short, and two OpenBLAS threads on cores that
+    other processes keep busy wait for each other at every barrier (an eigendecomposition of a
+    1500 x 1500 matrix took 30 s on two threads of a busy 2-core machine, 3.4 s on one). torch
+    uses one thread at the fast scale, where every problem is small; at the paper scale as many as
+    other processes leave cores free when the chapter starts
+    (:func:`silentlib.ntk.products.threads_for`), which training
+    (:class:`silentlib.threads.StepThreads`) and the NTKs (:func:`silentlib.ntk.products.cpu_threads`)
+    reduce further per call by their work and the machine's load. ``torch.manual_seed`` is set to
+    the seed, so that weights drawn without an explicit generator derive from it too.
     """
+    from .ntk.products import threads_for
+
     torch.set_default_dtype(torch.float64)
-    if scale() == "fast":
-        torch.set_num_threads(1)
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:   # an optional dependency: without it NumPy keeps its threads
-            pass
-        else:
-            threadpool_limits(1)
+    torch.set_num_threads(1 if scale() == "fast" else threads_for(torch.get_num_threads()))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:   # an optional dependency: without it NumPy keeps its threads
+        pass
+    else:
+        threadpool_limits(1, user_api="blas")   # not OpenMP: that would set torch's threads too
     number = seed()
     torch.manual_seed(number)
     return number

@@ -18,9 +18,9 @@ runs every cell even after one fails, so that a chapter reports *all* of its fai
 Every chapter checks its claims in hidden assertion cells, so a chapter whose cell raises has
 failed a check of the book's science at that scale: it is reported FAILED with the error's last
 line, the next chapter runs, and the command exits with status 1. How long it takes: at
-``--scale fast`` on two CPU cores, about two and a half minutes for the whole book (chapter 8 takes about
-ten seconds); at ``--scale paper`` on one GPU, from minutes to hours per chapter, dominated by the
-training runs with tracked kernels (the summary reports each chapter's time).
+``--scale fast`` on two CPU cores, a few minutes for the whole book; at ``--scale paper`` on two CPU
+cores, minutes per chapter (the README's table), dominated by the training runs with tracked kernels
+and the sliders' frames (the summary reports each chapter's time).
 
 It needs the book: its chapters and its tools (jupytext, nbformat, nbclient, ipykernel, all in
 ``requirements.txt`` but not dependencies of the ``silentlib`` package). From an installed wheel it

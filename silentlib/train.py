@@ -1,12 +1,14 @@
 """Gradient-flow training with kernel tracking.
 
-:func:`train` runs full-batch gradient descent on the square loss::
+:func:`train` (one network) and :func:`train_many` (a sweep of networks of one architecture,
+trained together) follow the gradient flow d theta / dt = -grad L of the square loss::
 
-    L(theta) = 1/(2P) sum_mu |f(x^mu) - y^mu|^2,
+    L(theta) = 1/(2P) sum_mu |f(x^mu) - y^mu|^2
 
-theta <- theta - lr * grad L, and calls t = lr * step the training time, so that
-as lr -> 0 it integrates the gradient flow d theta / dt = -grad L of the paper
-(eq. 4 and 9, learning rate eta = 1 there). In function space this is eq. 1::
+(paper, eq. 4 and 9, learning rate eta = 1 there): by full-batch gradient descent
+theta <- theta - lr * grad L with training time t = lr * step (:mod:`silentlib.descent`), or
+integrated with error control (``optimizer="flow"``, :mod:`silentlib.flow`). In function space
+this is eq. 1::
 
     d f(x, t) / dt = (1/P) sum_mu K(x, x^mu, t) (y^mu - f(x^mu, t)),
 
@@ -15,22 +17,26 @@ i.e. the paper's eta is 1/P for the unnormalized NTK K returned by
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import config
+from . import config, descent, flow
 from .config import as_batch
+from .ensemble import Ensemble
 from .kernels import SingularKernelWarning, kernel_alignment, kernel_regression
 from .silence import LOSS_DROP, kernel_direction_change, silent_fraction
 from .stats import crossing_time  # noqa: F401  (re-exported: sl.crossing_time)
 from .ntk import ntk
+from .threads import StepThreads
+
+OPTIMIZERS = ("gd", "flow", "adam")
 
 
 @dataclasses.dataclass
@@ -68,11 +74,12 @@ class Trajectory:
     observables : dict
         ``{name: (n, ...) array}``, the values of the ``observe`` callables at every record.
     steps : numpy.ndarray
-        (n,) the gradient-descent step of each record (``t = lr * steps``).
+        (n,) the gradient-descent step of each record (``t = lr * steps``; with the flow, the
+        step at which gradient descent with this lr would have recorded).
     lr : float
-        The learning rate.
+        The learning rate (with the flow, the time grid's unit).
     optimizer : str
-        ``"gd"`` or ``"adam"``.
+        ``"gd"``, ``"flow"`` or ``"adam"``.
     y : numpy.ndarray | None
         (P,) or (P, C) the training targets, in float64.
     kernel_direction : numpy.ndarray | None
@@ -158,12 +165,15 @@ class Trajectory:
 
 
 def record_steps(n_steps: int, n_records: int) -> np.ndarray:
-    """Step 0 plus about ``n_records - 1`` log-spaced steps from 1 to ``n_steps`` (unique, sorted)."""
-    grid = np.unique(np.round(np.geomspace(1, max(n_steps, 1), max(n_records - 1, 1))).astype(int))
+    """Step 0 plus about ``n_records - 1`` log-spaced steps from 1 to ``n_steps`` (unique, sorted),
+    always ending at ``n_steps`` (with ``n_records <= 2``: step 0 and ``n_steps`` alone)."""
+    n_steps = max(n_steps, 1)
+    if n_records <= 2:
+        return np.array([0, n_steps])
+    grid = np.unique(np.round(np.geomspace(1, n_steps, n_records - 1)).astype(int))
     return np.concatenate([[0], grid[grid <= n_steps]])
 
 
-CHECK_EVERY = 1000  # steps between checks that the loss is finite (each check synchronizes a GPU)
 #: Kernel machines are recorded (one P C x P C eigendecomposition per record) up to this many kernel rows.
 MACHINE_MAX_ROWS = 2000
 
@@ -172,13 +182,16 @@ def train(model: nn.Module, x, y, *, lr: float, t_max: float, optimizer: str = "
           track_ntk: bool = True, x_test=None, seed: int | None = None,
           observe: dict[str, Callable[[nn.Module], object]] | None = None, ntk_method: str = "auto",
           progress: bool | None = None, device: str | torch.device | None = None,
-          keep_kernels: bool = True) -> Trajectory:
+          keep_kernels: bool = True, rtol: float | None = None, atol: float | None = None) -> Trajectory:
     """Train ``model`` in place on (x, y) and record its trajectory (paper, eqs. 1, 4 and 9).
 
-    Full-batch gradient descent on ``L = 1/(2P) sum_mu |f(x^mu) - y^mu|^2`` with training
-    time ``t = lr * step`` (gradient flow as lr -> 0), recording the loss, the predictions
-    and, with ``track_ntk``, the NTK K_t, its alignment A(K_t, y) and its norm on a log-spaced
-    time grid.
+    Gradient flow on ``L = 1/(2P) sum_mu |f(x^mu) - y^mu|^2`` up to time ``t_max``, by full-batch
+    gradient descent with training time ``t = lr * step`` (the default), by Adam, or integrated with
+    error control (``optimizer="flow"``, :mod:`silentlib.flow`), recording the loss, the
+    predictions and, with ``track_ntk``, the NTK K_t, its alignment A(K_t, y) and its norm on a
+    log-spaced time grid. The steps run on the CPU threads that are fastest for them under the
+    machine's load (:class:`silentlib.threads.StepThreads`). To train several networks of one
+    architecture together, use :func:`train_many`.
 
     Parameters
     ----------
@@ -190,13 +203,16 @@ def train(model: nn.Module, x, y, *, lr: float, t_max: float, optimizer: str = "
     y : array_like or torch.Tensor
         (P,) or (P, C) targets, the shape of the model's output on ``x``.
     lr : float
-        Learning rate (> 0).
+        Learning rate (> 0). With ``optimizer="flow"`` it takes no step: the records are at the
+        times ``lr * step`` at which gradient descent with this lr would record.
     t_max : float
         Training time (> 0): ``round(t_max / lr)`` steps.
     optimizer : str
-        ``"gd"`` (full-batch gradient descent, the paper's gradient flow) or ``"adam"``
-        (full-batch Adam with step size lr, as in the paper's CIFAR-10 and Wide-ResNet
-        runs; the tracked kernel stays the plain NTK).
+        ``"gd"`` (full-batch gradient descent, the paper's gradient flow as lr -> 0), ``"flow"``
+        (the gradient flow itself, by adaptive Runge-Kutta steps with local error control; far
+        fewer gradients where the flow is slow, no dependence on lr) or ``"adam"`` (full-batch
+        Adam with step size lr, as in the paper's CIFAR-10 and Wide-ResNet runs; the tracked
+        kernel stays the plain NTK).
     n_records : int
         About how many log-spaced records to keep (plus t = 0).
     track_ntk : bool
@@ -227,6 +243,11 @@ def train(model: nn.Module, x, y, *, lr: float, t_max: float, optimizer: str = "
         and, with ``track_ntk``, every K_t in ``kernels``. False keeps none of them, only
         the tracked alignment and kernel norm, for kernels too large to keep (e.g.
         P = 2000 with 10 outputs: 3.2 GB each in float64).
+    rtol, atol : float, optional
+        The flow's error control (``optimizer="flow"`` only): each step's local error in the
+        parameters, in the RMS over them, at most ``atol + rtol |theta|``. Defaults: rtol 1e-6
+        in float64, atol 1e-3 rtol times the RMS of the initial parameters
+        (:func:`silentlib.flow.tolerances`).
 
     Returns
     -------
@@ -243,42 +264,111 @@ def train(model: nn.Module, x, y, *, lr: float, t_max: float, optimizer: str = "
         Naming the step, when the loss becomes non-finite (checked at every record and every
         1000 steps): use a smaller learning rate.
     """
-    if optimizer not in ("gd", "adam"):
-        raise ValueError(f"optimizer must be 'gd' or 'adam', got {optimizer!r}")
-    if not (lr > 0 and math.isfinite(lr)) or not (t_max > 0 and math.isfinite(t_max)):
+    return train_many([model], x, y, lr=lr, t_max=t_max, optimizer=optimizer, n_records=n_records,
+                      track_ntk=track_ntk, x_test=x_test, seed=seed, observe=observe, ntk_method=ntk_method,
+                      progress=progress, device=device, keep_kernels=keep_kernels, rtol=rtol, atol=atol)[0]
+
+
+def train_many(models: Sequence[nn.Module], x, y, *, lr: float | Sequence[float], t_max: float | Sequence[float],
+               optimizer: str = "gd", n_records: int = 100, track_ntk: bool = True, x_test=None,
+               seed: int | None = None, observe: dict[str, Callable[[nn.Module], object]] | None = None,
+               ntk_method: str = "auto", progress: bool | None = None, device: str | torch.device | None = None,
+               keep_kernels: bool = True, rtol: float | None = None,
+               atol: float | None = None) -> list[Trajectory]:
+    """Train several networks of one architecture together on (x, y): one :class:`Trajectory` each.
+
+    A sweep (initial scales, seeds, learning rates) of networks that differ only in their
+    parameters trains as one :class:`~silentlib.ensemble.Ensemble`: every gradient is one batched
+    pass over all of them, and each network keeps its own learning rate, time, records and, with
+    ``optimizer="flow"``, step sizes. Network b's trajectory equals, to rounding,
+    ``train(models[b], x, y, lr=lr[b], t_max=t_max[b], ...)``.
+
+    Parameters
+    ----------
+    models : sequence of torch.nn.Module
+        The networks, trained in place: the same trainable parameter names and shapes, and the
+        same function of them (e.g. :class:`~silentlib.models.MLP` of one size and activation,
+        any ``sigma``).
+    lr, t_max : float or sequence of float
+        One for all networks, or one per network.
+    x, y, optimizer, n_records, track_ntk, x_test, seed, observe, ntk_method, progress, device, keep_kernels, rtol, atol
+        As for :func:`train` (shared by every network).
+
+    Returns
+    -------
+    list of Trajectory
+        One per network, in order.
+
+    Raises
+    ------
+    ValueError
+        As :func:`train`; also when the networks do not share an architecture (train those one
+        by one), a model appears twice, or ``lr`` or ``t_max`` has another length.
+    """
+    models = list(models)
+    if not models or len({id(m) for m in models}) != len(models):
+        raise ValueError("models must be a non-empty sequence of distinct networks")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    lrs, t_maxs = _per_model("lr", lr, len(models)), _per_model("t_max", t_max, len(models))
+    if not all(v > 0 and math.isfinite(v) for v in lrs + t_maxs):
         raise ValueError(f"lr and t_max must be positive and finite, got lr={lr}, t_max={t_max}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters")
+    for m in models:
+        if not any(p.requires_grad for p in m.parameters()):
+            raise ValueError("the model has no trainable parameters")
     dev = torch.device(device) if device is not None else config.device()
-    home = params[0].device
-    model.to(dev)
+    homes = [next(p for p in m.parameters() if p.requires_grad).device for m in models]
+    ens = None
     try:
-        x, y, x_test = _check_data(model, params[0], x, y, x_test)
+        for m in models:
+            m.to(dev)
+        ref = next(p for p in models[0].parameters() if p.requires_grad)
+        x, y, x_test = _check_data(models, ref, x, y, x_test)
         if seed is not None:
             torch.manual_seed(seed)
-        n_steps = max(1, int(round(t_max / lr)))
-        steps = record_steps(n_steps, n_records)
+        steps = [record_steps(max(1, int(round(t / l))), n_records) for t, l in zip(t_maxs, lrs)]
         if track_ntk and keep_kernels:
-            _check_host_memory(len(steps), y, params[0])
-        recorder = _Recorder(model, x, y, x_test, track_ntk=track_ntk, keep_kernels=keep_kernels,
-                             observe=observe or {}, ntk_method=ntk_method)
-        show = progress if progress is not None else n_steps > 20000
-        _descend(model, params, x, y, lr=lr, n_steps=n_steps, steps=steps, record=recorder.record,
-                 opt=torch.optim.Adam(params, lr=lr) if optimizer == "adam" else None, progress=show)
-        return recorder.trajectory(steps, lr=lr, optimizer=optimizer)
+            _check_host_memory(sum(len(s) for s in steps), y, ref)
+        ens = Ensemble(models, x, y)
+        recorders = [_Recorder(m, x, y, x_test, track_ntk=track_ntk, keep_kernels=keep_kernels,
+                               observe=observe or {}, ntk_method=ntk_method) for m in models]
+        show = progress if progress is not None else max(s[-1] for s in steps) > 20000
+
+        with StepThreads(dev) as threads:
+            def record(b):
+                recorders[b].record(threads)
+
+            if optimizer == "flow":
+                flow.integrate(ens, [l * s for l, s in zip(lrs, steps)], record, rtol=rtol, atol=atol,
+                               threads=threads, progress=show)
+            else:
+                descent.descend(ens, lrs, steps, record, adam=optimizer == "adam", threads=threads, progress=show)
+        return [r.trajectory(s, lr=l, optimizer=optimizer) for r, s, l in zip(recorders, steps, lrs)]
     finally:
-        model.to(home)
+        if ens is not None:
+            ens.release()
+        for m, home in zip(models, homes):
+            m.to(home)
 
 
-def _check_data(model, ref, x, y, x_test):
-    """x, y and x_test as tensors like ``ref``, checked against each other and the model's output."""
+def _per_model(name, value, n):
+    """``value`` as a list of n floats: one number repeated, or a sequence of n."""
+    if np.ndim(value) == 0:
+        return [float(value)] * n
+    values = [float(v) for v in value]
+    if len(values) != n:
+        raise ValueError(f"{name} must be one number or one per model ({n}), got {len(values)}")
+    return values
+
+
+def _check_data(models, ref, x, y, x_test):
+    """x, y and x_test as tensors like ``ref``, checked against each other and the models' output."""
     x = as_batch(x, "x", ref)
     y = as_batch(y, "y", ref)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same number of examples, got {x.shape[0]} and {y.shape[0]}")
     with torch.no_grad():
-        out = model(x)
+        out = models[0](x)
     if out.shape != y.shape:
         raise ValueError(f"the model's output on x has shape {tuple(out.shape)} but y has shape "
                          f"{tuple(y.shape)}; use y of shape (P,) for a scalar output or (P, C) for C outputs")
@@ -324,24 +414,28 @@ class _Recorder:
     def _kernel(self, a, b=None):
         return ntk(self.model, a, b, method=self.ntk_method).detach().cpu().numpy()
 
-    def record(self, loss_value):
-        """Record the predictions, the loss ``loss_value``, the kernel and the observables now."""
+    def record(self, threads=None):
+        """Record the predictions, the loss, the kernel and the observables now, on the threads of the
+        training steps, but the kernel on torch's own (``threads``, a
+        :class:`~silentlib.threads.StepThreads`, restores them: the NTK chooses its own)."""
         model, rec = self.model, self.rec
         with torch.no_grad():
-            rec["pred"].append(model(self.x).cpu().numpy())
+            pred = model(self.x)
+            rec["pred"].append(pred.cpu().numpy())
+            rec["loss"].append(float(0.5 * (pred - self.y).pow(2).sum() / self.x.shape[0]))
             if self.x_test is not None:
                 rec["test"].append(model(self.x_test).cpu().numpy())
-        rec["loss"].append(loss_value)
         if self.track_ntk:
-            K = ntk(model, self.x, method=self.ntk_method)     # on the device: only what is kept moves to the host
+            with threads.paused() if threads is not None else contextlib.nullcontext():
+                K = ntk(model, self.x, method=self.ntk_method)  # on the device: only what is kept moves to the host
+                if self.machines:
+                    rec["machine"].append(self._machine(K))
             if self.keep_kernels:
                 rec["kernels"].append(K.cpu().numpy())
             else:
                 self.snapshots.append([p.detach().cpu().clone() for p in self.params])
             rec["alignment"].append(kernel_alignment(K, self.y))
             rec["kernel_norm"].append(float(torch.linalg.vector_norm(K)))
-            if self.machines:
-                rec["machine"].append(self._machine(K))
         else:
             rec["alignment"].append(math.nan)
             rec["kernel_norm"].append(math.nan)
@@ -400,39 +494,3 @@ class _Recorder:
             kernel_direction=self._direction(Kinf),
             machine_predictions=np.stack(rec["machine"]) if self.machines else None,
         )
-
-
-def _descend(model, params, x, y, *, lr, n_steps, steps, record, opt, progress):
-    """``n_steps`` steps of full-batch gradient descent (or of ``opt``), calling ``record(loss)`` at ``steps``.
-
-    The loss is read (which synchronizes a GPU) only at the records and every CHECK_EVERY steps,
-    and a non-finite one raises ``FloatingPointError`` naming the step.
-    """
-    bar = tqdm(total=n_steps, disable=not progress, desc="training", leave=False)
-    next_rec = 0
-    try:
-        for step in range(n_steps + 1):
-            model.zero_grad(set_to_none=True)
-            loss = 0.5 * (model(x) - y).pow(2).sum() / x.shape[0]
-            is_record = next_rec < len(steps) and step == steps[next_rec]
-            if is_record or step % CHECK_EVERY == 0:
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(
-                        f"the training loss became non-finite by step {step} (t = {step * lr:g}); "
-                        f"try a smaller learning rate than lr={lr:g}")
-            if is_record:
-                record(loss_value)
-                next_rec += 1
-            if step == n_steps:
-                break
-            loss.backward()
-            if opt is not None:
-                opt.step()
-            else:
-                with torch.no_grad():
-                    for p in params:
-                        p.sub_(lr * p.grad)
-            bar.update(1)
-    finally:
-        bar.close()

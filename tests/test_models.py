@@ -167,6 +167,27 @@ def test_setup_sets_float64_and_the_torch_seed(monkeypatch):
         torch.set_num_threads(saved_threads)
 
 
+def test_setup_threads(monkeypatch):
+    """NumPy's BLAS on one thread at every scale; torch on one at the fast scale, at the paper scale on
+    the cores other processes leave free."""
+    import silentlib as sl
+    from silentlib.ntk import products
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    saved = torch.get_num_threads()
+    try:
+        for scale, free, torch_threads in (("paper", 2, 2), ("paper", 1, 1), ("fast", 2, 1)):
+            monkeypatch.setattr(products, "threads_for", lambda n, free=free: min(n, free))
+            with threadpoolctl.threadpool_limits(2, user_api="blas"):
+                monkeypatch.setenv("SILENT_SCALE", scale)
+                torch.set_num_threads(2)
+                sl.setup()
+                blas = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+                assert blas and set(blas) == {1}, scale
+                assert torch.get_num_threads() == torch_threads, scale
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_scale_note_names_a_nonzero_seed(monkeypatch):
     import matplotlib
     matplotlib.use("Agg")

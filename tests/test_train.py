@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import silentlib as sl
+from silentlib.train import record_steps
 
 
 
@@ -107,6 +108,17 @@ def test_time_grid():
     assert ratios.std() / ratios.mean() < 0.01
     assert ratios.mean() == pytest.approx(n_steps ** (1 / 58), rel=0.01)
     assert tr.lr == lr and tr.optimizer == "gd"
+
+
+def test_every_record_grid_ends_at_the_last_step():
+    """n_records = 2 once made a one-step grid: train(..., n_records=2) stopped after one step."""
+    for n_steps in (1, 2, 7, 50, 12345):
+        for n_records in (1, 2, 3, 10, 200):
+            steps = record_steps(n_steps, n_records)
+            assert steps[0] == 0 and steps[-1] == n_steps and np.all(np.diff(steps) > 0), (n_steps, n_records)
+    x, y, _ = linear_problem(P=4, D=6, seed=4)
+    tr = sl.train(sl.MLP(6, 4, 2), x, y, lr=0.01, t_max=0.5, n_records=2, track_ntk=False)
+    assert list(tr.steps) == [0, 50] and tr.t[-1] == pytest.approx(0.5)
 
 
 def test_records_match_recomputation():

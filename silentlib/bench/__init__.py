@@ -22,12 +22,14 @@ training, the generic methods on the paper's Wide-ResNet with 10 outputs, and wh
     python -m silentlib bench --full --json out.json
     python -m silentlib bench --sizes 100,200,400   # one MLP, a scan over P
     python -m silentlib bench --distributed 2       # one kernel on 1 and on 2 processes: the speed-up
+    python -m silentlib bench --training            # training: the old loop, gd, the flow, together
 
 The package by concept: :mod:`~silentlib.bench.timing` (the timed cases, :func:`~silentlib.bench.timing.run_benchmark`),
 :mod:`~silentlib.bench.grid` (:func:`~silentlib.bench.grid.run_grid`, tracking, the Wide-ResNet),
 :mod:`~silentlib.bench.peer` (neural-tangents side by side), :mod:`~silentlib.bench.distributed`
-(one kernel on one process and on several), :mod:`~silentlib.bench.report` (tables),
-:mod:`~silentlib.bench.overhead` (the checks' cost) and :mod:`~silentlib.bench.cli` (the command).
+(one kernel on one process and on several), :mod:`~silentlib.bench.training` (training the chapters'
+sweeps several ways), :mod:`~silentlib.bench.report` (tables), :mod:`~silentlib.bench.overhead`
+(the checks' cost) and :mod:`~silentlib.bench.cli` (the command).
 """
 from __future__ import annotations
 
@@ -38,4 +40,5 @@ from .peer import PEER_IMPLEMENTATIONS, PEER_INSTALL, load_peer, peer_kernel_fns
 from .report import format_report, format_table
 from .timing import (BENCH_METHODS, DEFAULT_SIZES, DTYPES, layerwise_flops, matmul_throughput,
                      run_benchmark)
+from .training import format_training, loop_train, run_training_bench
 

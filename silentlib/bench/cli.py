@@ -17,6 +17,7 @@ from .overhead import checks_overhead, format_overhead
 from .peer import PEER_INSTALL, load_peer
 from .report import format_report, format_table
 from .timing import BENCH_METHODS, DTYPES, matmul_throughput, run_benchmark
+from .training import format_training, run_training_bench
 
 
 def main(argv=None):
@@ -63,6 +64,9 @@ def parser():
     p.add_argument("--distributed", type=int, default=None, metavar="N",
                    help="time one MLP's kernel on one process and on N (gloo on 127.0.0.1, one CPU thread each; "
                         "P from --sizes, default 8000) and print the speed-up and parallel efficiency")
+    p.add_argument("--training", action="store_true",
+                   help="time training instead: the chapters' sweeps by the old loop, gd, the flow, and together "
+                        "(fast sizes; --full: the paper's, tens of minutes on a CPU)")
     return p
 
 
@@ -134,6 +138,9 @@ def _main(argv):
             report = {"versions": versions(), "checks": rows}
         elif args.distributed is not None:
             report = _distributed_report(args, p)
+        elif args.training:
+            report = run_training_bench(full=args.full, device=args.device)
+            print(format_training(report))
         elif args.sizes is not None:
             report = _sizes_report(args, p, peer)
         else:
