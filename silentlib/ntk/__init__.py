@@ -128,9 +128,9 @@ def ntk(model: nn.Module, x1, x2=None, *, method: str = "auto", block_size: int 
 
     Warns
     -----
-    silentlib.ntk.fallback.FallbackWarning
+    FallbackWarning
         When ``auto`` computed the kernel with ``"autograd"`` because torch.func failed on the
-        model (:mod:`silentlib.ntk.fallback`).
+        model (:class:`silentlib.ntk.fallback.FallbackWarning`).
     """
     method = Method.parse(method)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
