@@ -84,7 +84,28 @@ def test_references_resolve():
             for key in keys.split(","):
                 if key.strip() not in bib:
                     problems.append(f"{page.name}: citation key {key.strip()} is not in references.bib")
+        for targets in re.findall(r"\]\(#([\w,-]+)\)", text):     # [text](#label), [text](#key1,key2)
+            for target in targets.split(","):
+                if target not in labels | equations | bib:
+                    problems.append(f"{page.name}: link to unknown label, equation or citation {target}")
     assert not problems, "\n".join(problems)
+
+
+def test_numbered_references_match_their_targets(book_html):
+    """A reference that carries its number as text (``{ref}`Fig. 5 <fig-x>```, written so that JupyterLab
+    shows it: scripts/portable_refs.py) says the number the built book gives its figure or exercise."""
+    numbers, refs = {}, []
+    for page in book_html.glob("chapters/*.html"):
+        html = page.read_text()
+        for m in re.finditer(r'id="((?:fig|ex)-[\w-]+)"', html):
+            found = re.search(r'caption-number">([^<]*?)\s*<', html[m.end():])
+            numbers[m.group(1)] = found.group(1) if found else None
+        refs += [(page.name, m.group(1), m.group(2))
+                 for m in re.finditer(r'href="[^"]*#((?:fig|ex)-[\w-]+)"[^>]*>\s*<span[^>]*>((?:Fig\.|Exercise) [\d.]+)<', html)]
+    assert len(refs) > 10, refs
+    wrong = [f"{page}: {text} links to {target}, which is {numbers.get(target)}" for page, target, text in refs
+             if numbers.get(target) != text]
+    assert not wrong, "renumber with python scripts/portable_refs.py chapters/*.md:\n" + "\n".join(wrong)
 
 
 def test_equation_labels_are_unique():
