@@ -135,3 +135,23 @@ def test_author_year_labels():
     assert len(set(labels.values())) == len(labels)
     # names are Unicode, not LaTeX accents (pybtex's labels kept the accent commands' letters)
     assert not re.search(r"\\['\"`^~cvuH]", (ROOT / "references.bib").read_text())
+
+
+def test_bibliography_entries_are_list_items():
+    """docutils marks a bibliography entry role="doc-biblioentry" inside role="list": no list item (axe: critical)."""
+    context = {"body": '<div role="list" class="citation-list"><div class="citation" role="doc-biblioentry">x</div></div>'}
+    webbook().bibliography_items(None, "bibliography", "page.html", context, None)
+    assert 'role="listitem"' in context["body"] and "doc-biblioentry" not in context["body"]
+
+
+def test_links_in_admonitions_have_contrast():
+    """The exercises' boxes (#ecf3ff) get a link colour of at least WCAG AA's 4.5:1 (the theme's has 4.3:1)."""
+    css = (ROOT / "_ext" / "static" / "silent.css").read_text()
+    color = re.search(r"div\.admonition a \{ color: (#[0-9a-f]{6}); \}", css).group(1)
+
+    def luminance(hex_color):
+        c = [int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        c = [x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    assert (luminance("#ecf3ff") + 0.05) / (luminance(color) + 0.05) >= 4.5
