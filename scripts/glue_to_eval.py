@@ -13,6 +13,13 @@ key). Now the markdown holds the expression itself (``silentlib.prose``; the rul
   their ``display=False`` (silentlib's glue displays nothing).
 
 Any other glue role or directive (``glue:figure``, ``glue:math``, ...) is reported and the file is left unchanged.
+
+One thing the script cannot do: glue's values could come from a cell *after* the text that showed them (all
+glue was collected before the page was written), while an ``{eval}`` role is evaluated where it stands. A
+converted chapter whose paragraph uses a value glued further down fails to run (nbval, the book's build) with
+"an inline expression of the prose failed: {eval}`f"{prose.key...}"`: AttributeError: ... 'key'"; move the
+cell that computes the value before the paragraph (a hidden check cell usually can), or write the number as
+an expression of what is already computed.
 """
 from __future__ import annotations
 
