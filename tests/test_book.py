@@ -262,6 +262,10 @@ def test_exercises_are_labelled_directives_with_solutions(chapter):
     assert exercises == solutions, f"{chapter.name}: exercises {exercises} vs solutions {solutions}"
     assert not re.search(r"^\*\*Exercise|^```\{admonition\} Exercise|^```\{admonition\} Solution", text, re.M), \
         f"{chapter.name}: an exercise or solution outside sphinx-exercise's directives"
+    # a backtick fence's info string may hold no backtick (CommonMark): such a line is no directive, and the
+    # directive's text would show as raw markup and its next fence swallow what follows
+    bad = re.findall(r"^`{3,}\{[^}]*\}.*`.*$", text, re.M)
+    assert not bad, f"{chapter.name}: directive lines with a backtick in their title: {bad}"
 
 
 def test_checks_box_lists_the_hidden_assertions(tmp_path):
