@@ -32,7 +32,7 @@ __all__ = ["glue", "prose", "evaluate", "with_eval_cells", "eval_roles", "EVAL_M
 #: The values :func:`glue` keeps for the prose (``prose.name``).
 prose = types.SimpleNamespace()
 
-#: Mime type of the output of an evaluation cell: ``[{"expression": ..., "result": ...}, ...]``, each
+#: The mime type of an evaluation cell's output, a list of ``{"expression": ..., "result": ...}`` with each
 #: result as the kernel's ``user_expressions`` gives it (``status``, ``data``, ``metadata``).
 EVAL_MIME = "application/vnd.silentlib.eval+json"
 
