@@ -253,6 +253,13 @@ def test_removed_dependency_scan_flags_a_helper_hidden_from_the_reader():
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_no_empty_code_cells(chapter):
+    """JupyterLab's Run All leaves an empty cell unexecuted (no execution count), Sphinx does not mind."""
+    empty = [i for i, c in enumerate(jupytext.read(chapter).cells) if c.cell_type == "code" and not c.source.strip()]
+    assert not empty, f"{chapter.name}: empty code cells {empty}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_exercises_are_labelled_directives_with_solutions(chapter):
     """One exercise format: sphinx-exercise's {exercise} with a label, each followed by its {solution}."""
     text = chapter.read_text()
