@@ -4,7 +4,9 @@ Each ``chapters/*.md`` (a jupytext MyST notebook) is converted to ``_build/nbval
 (an ignored folder) and handed to nbval, so a chapter added to ``chapters/`` is tested without
 editing the tests. nbval runs with ``--nbval-lax --nbval-current-env`` (set in pyproject.toml):
 every cell must run without error; the chapters' hidden assertion cells check their claims, and
-cells tagged ``nbval-check-output`` are compared with their stored outputs.
+cells tagged ``nbval-check-output`` are compared with their stored outputs. Every markdown cell's
+``{eval}`` roles are evaluated too, by the hidden cells :func:`silentlib.prose.with_eval_cells` adds (as
+the book's build does), so an expression of the prose that fails, fails the chapter.
 
 The data: when ``../shared/data`` (beside the project's folder) exists and ``SILENT_DATA`` is
 unset, ``SILENT_DATA`` is set to its absolute path for this session and the chapters' kernels
@@ -17,6 +19,8 @@ from pathlib import Path
 import jupytext
 import nbformat
 from nbval.plugin import IPyNbFile
+
+from silentlib.prose import with_eval_cells
 
 ROOT = Path(__file__).parent
 # the chapters' kernels inherit these: sliders build no widget that nobody answers, but their HTML
@@ -45,5 +49,5 @@ def pytest_collect_file(file_path, parent):
         return None
     NB_DIR.mkdir(parents=True, exist_ok=True)
     notebook = NB_DIR / (path.stem + ".ipynb")
-    nbformat.write(jupytext.read(path), notebook)
+    nbformat.write(with_eval_cells(jupytext.read(path)), notebook)
     return IPyNbFile.from_parent(parent, path=notebook)

@@ -16,6 +16,8 @@
   screens (wide formulas scroll in their own box).
 * **Author-year bibliography.** The pybtex style ``authoryear`` (``bibtex_default_style``) labels
   entries "Atanasov et al. 2022", "Shan & Bordelon 2021", matching the author-year citations in the text.
+  Its entries are the items of the list they sit in (docutils gives them ARIA's deprecated
+  ``doc-biblioentry``, which is no list item: axe-core's critical ``aria-required-children``).
 """
 import shutil
 from collections import Counter
@@ -83,6 +85,11 @@ def dedupe_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = unique
 
 
+def bibliography_items(app, pagename, templatename, context, doctree):
+    if "body" in context:
+        context["body"] = context["body"].replace('role="doc-biblioentry"', 'role="listitem"')
+
+
 def add_static(app, config):
     config.html_static_path.append(str(HERE / "static"))
     config.html_context.setdefault("default_mode", "light")
@@ -131,6 +138,7 @@ def setup(app):
     app.connect("builder-inited", copy_mathjax)
     app.connect("builder-inited", write_slider_js)
     app.connect("html-page-context", dedupe_scripts, priority=900)
+    app.connect("html-page-context", bibliography_items)
     app.add_css_file("silent.css")
     app.add_js_file("silent-slider.js", defer="defer")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

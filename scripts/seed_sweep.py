@@ -4,7 +4,8 @@
 
 Each seed runs ``python -m silentlib figures --scale fast --keep-going --seed N`` (every cell runs,
 so a chapter reports all of its failing checks). Then, per chapter, it prints every failing cell
-at every seed and the range over seeds of every number the chapter glues into its prose, and
+at every seed and the range over seeds of every number the chapter shows in its prose (each
+``{eval}`` role's result, from the evaluation cells ``silentlib.prose.with_eval_cells`` adds), and
 writes both to ``<out>/sweep.json``. A claim's tolerance is set from these ranges.
 """
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import nbformat
 
+from silentlib.prose import EVAL_MIME
+
 
 def seeds_arg(text: str) -> list[int]:
     if "-" in text:
@@ -26,15 +29,15 @@ def seeds_arg(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
-def glued(nb) -> dict[str, str]:
-    """{name: text/plain} of every myst-nb ``glue`` output in an executed notebook."""
+def shown(nb) -> dict[str, str]:
+    """{expression: the text it shows} of every ``{eval}`` role of an executed chapter (the last, where an
+    expression appears twice)."""
     values = {}
     for cell in nb.cells:
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            book = out.get("metadata", {}).get("scrapbook", {})
-            key = book.get("mime_prefix", "") + "text/plain"
-            if book.get("name") and key in out.get("data", {}):
-                values[book["name"]] = out["data"][key]
+            for item in out.get("data", {}).get(EVAL_MIME, []):
+                text = item["result"].get("data", {}).get("text/plain", "")
+                values[item["expression"]] = text[1:-1] if text[:1] in "'\"" and text[-1:] == text[:1] else text
     return values
 
 
@@ -48,7 +51,7 @@ def run_seed(seed: int, out: Path, chapters: str | None, scale: str) -> None:
 
 def as_number(text: str):
     try:
-        return float(text.strip("'\""))
+        return float(text.strip("'\"").rstrip("%").replace(",", ""))   # "12%" and "1,024" too
     except ValueError:
         return None
 
@@ -70,27 +73,27 @@ def main(argv=None) -> int:
     for seed in seeds:
         summary = json.loads((args.out / f"seed{seed}" / "summary.json").read_text())
         for row in summary["chapters"]:
-            entry = report.setdefault(row["chapter"], {"errors": {}, "glue": {}, "seconds": {}})
+            entry = report.setdefault(row["chapter"], {"errors": {}, "shown": {}, "seconds": {}})
             entry["seconds"][seed] = row["seconds"]
             if row["errors"] or row["error"]:
                 entry["errors"][seed] = row["errors"] or [row["error"]]
                 failed = True
             nb = nbformat.read(args.out / f"seed{seed}" / "notebooks" / f"{row['chapter']}.ipynb", as_version=4)
-            for name, text in glued(nb).items():
-                entry["glue"].setdefault(name, {})[seed] = text
+            for name, text in shown(nb).items():
+                entry["shown"].setdefault(name, {})[seed] = text
     for chapter, entry in report.items():
         secs = entry["seconds"].values()
         print(f"\n== {chapter}  ({min(secs):.0f}-{max(secs):.0f} s)")
         for seed, errors in entry["errors"].items():
             for e in errors:
                 print(f"  seed {seed}: FAILED {e}")
-        for name, by_seed in sorted(entry["glue"].items()):
+        for name, by_seed in sorted(entry["shown"].items()):
             nums = [as_number(v) for v in by_seed.values()]
             if all(n is not None for n in nums) and nums:
-                print(f"  {name:32s} {min(nums):.4g} .. {max(nums):.4g}   " +
+                print(f"  {name:40s} {min(nums):.4g} .. {max(nums):.4g}   " +
                       " ".join(f"{n:.4g}" for n in nums))
             else:
-                print(f"  {name:32s} " + " | ".join(by_seed.values()))
+                print(f"  {name:40s} " + " | ".join(by_seed.values()))
     (args.out / "sweep.json").write_text(json.dumps(report, indent=1) + "\n")
     return 1 if failed else 0
 

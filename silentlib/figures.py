@@ -42,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import config
+from .prose import with_eval_cells
 
 try:  # the book's tools (requirements.txt), not dependencies of the silentlib package
     import jupytext
@@ -95,7 +96,7 @@ def run_chapter(path: Path, out: Path, cell_timeout: float = 3600, keep_going: b
     A cell still running after ``cell_timeout`` seconds fails the chapter (nothing hangs forever).
     With ``keep_going`` every cell runs, and the row's ``errors`` lists each cell that raised.
     """
-    nb = jupytext.read(path)
+    nb = with_eval_cells(jupytext.read(path))   # the prose's {eval} roles are evaluated, as in the book
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=keep_going,
                             resources={"metadata": {"path": str(path.parent)}})
     code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]

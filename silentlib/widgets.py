@@ -3,7 +3,12 @@
     >>> from silentlib.widgets import slider
     >>> def show(s=1.0, sigma=0.1, depth=2):
     ...     fig, ax = plt.subplots(); ...            # draw for these parameter values
-    >>> slider(show, s=(0.5, 5.0, 0.5, 1.0), sigma=("log", 1e-3, 1.0, 0.1), depth=(1, 5, 1, 2))
+    >>> slider(show, alt="The loss and the kernel's alignment over time", s=(0.5, 5.0, 0.5, 1.0),
+    ...        sigma=("log", 1e-3, 1.0, 0.1), depth=(1, 5, 1, 2))
+
+``alt`` says what the figure shows, for readers who cannot see it (a screen reader reads it out); the
+HTML slider's figures add the sliders' values to it ("..., at s = 1, sigma = 0.1, depth = 2") and
+keep them current as the sliders move.
 
 A range is given per keyword argument of ``plot_fn``:
 
@@ -24,8 +29,9 @@ on the comm messages of a widget with no front end to answer them, jupyter/nbcli
 It returns a :class:`StaticSlider` instead: an ``IPython.display.HTML`` output with one
 ``<input type="range">`` per range and ``plot_fn`` drawn in advance at every point of the
 sliders' grid, each frame a PNG embedded in the page, and a few lines of plain JavaScript
-(:data:`SLIDER_JS`, no library) that show the frame of the sliders' position. The page needs
-no Python to move them. The grid:
+(:data:`SLIDER_JS`, no library) that show the frame of the sliders' position and set its alt
+text to the sliders' values. The page needs no Python to move them; the range inputs move from the
+keyboard (arrow keys) too. The grid:
 
 * an integer or float range keeps its own steps, a list its entries, a log range
   :data:`LOG_POSITIONS` positions (log-spaced), as long as the product of all grid
@@ -239,16 +245,18 @@ SLIDER_JS = """\
     var inputs = root.querySelectorAll("input[data-silent-param]");
     var images = root.querySelectorAll("img[data-silent-figure]");
     function draw() {
-      var k = 0;
+      var k = 0, at = [];
       inputs.forEach(function (input, i) {
         var j = Math.max(0, Math.min(data.shape[i] - 1, Math.round(+input.value)));
         k = k * data.shape[i] + j;
         var out = root.querySelector('output[data-silent-param="' + input.dataset.silentParam + '"]');
         if (out) out.textContent = data.labels[i][j];
+        at.push(data.names[i] + " = " + data.labels[i][j]);
       });
       images.forEach(function (img, m) {
         var png = data.frames[k][m];
         if (png) img.src = "data:image/png;base64," + png;
+        img.alt = data.alts[m] + (at.length ? ", at " + at.join(", ") : "");
       });
     }
     inputs.forEach(function (input) { input.addEventListener("input", draw); });
@@ -275,13 +283,14 @@ class StaticSlider(_HTML):
     """A slider as HTML: ``<input type="range">`` controls over frames drawn in advance.
 
     What :func:`slider` returns headless; displayed (as a cell's last expression) it is a
-    ``text/html`` output that needs no Python and no JavaScript library. Attributes: ``grid``
+    ``text/html`` output that needs no Python and no JavaScript library. ``alt`` says what the
+    figure shows; each frame's alt text adds the sliders' values. Attributes: ``grid``
     (``{name: [values]}``, the sliders' positions), ``frames`` (one list of PNG bytes per grid
     point, in C order over ``grid``), ``default`` (the index of the first frame shown) and
     ``data`` (the HTML).
     """
 
-    def __init__(self, plot_fn, ranges, max_frames=None, dpi=None):
+    def __init__(self, plot_fn, ranges, alt, max_frames=None, dpi=None):
         parsed = {name: _parse(name, spec) for name, spec in ranges.items()}
         self.grid = grid(max_frames, **ranges)
         self.dpi = FRAME_DPI if dpi is None else dpi
@@ -300,11 +309,12 @@ class StaticSlider(_HTML):
         n_fig = max(len(f) for f in frames)
         if n_fig == 0:
             raise ValueError(f"slider: {getattr(plot_fn, '__name__', plot_fn)!r} drew no figure")
-        super().__init__(self._html(moving, shape, default_pos, n_fig, getattr(plot_fn, "__name__", "plot")))
+        alts = [alt if n_fig == 1 else f"{alt} (figure {m + 1} of {n_fig})" for m in range(n_fig)]
+        super().__init__(self._html(moving, shape, default_pos, alts))
 
-    def _html(self, moving, shape, default_pos, n_fig, name):
+    def _html(self, moving, shape, default_pos, alts):
         b64 = [[base64.b64encode(p).decode("ascii") for p in f] for f in self.frames]
-        data = {"names": moving, "shape": shape,
+        data = {"names": moving, "shape": shape, "alts": alts,
                 "labels": [[_label(v) for v in self.grid[k]] for k in moving], "frames": b64}
         controls = []
         for k, j, n in zip(moving, default_pos, shape):
@@ -314,9 +324,10 @@ class StaticSlider(_HTML):
                 f'step="1" value="{j}" data-silent-param="{e}" aria-label="{e}"> '
                 f'<output data-silent-param="{e}">{html.escape(_label(self.grid[k][j]))}</output></label>')
         first = b64[self.default]
+        at = ", ".join(f"{k} = {_label(self.grid[k][j])}" for k, j in zip(moving, default_pos))
         images = "".join(
-            f'<img data-silent-figure="{m}" alt="{html.escape(name)}: figure {m + 1} at the sliders\' position" '
-            f'src="data:image/png;base64,{first[m] if m < len(first) else ""}">' for m in range(n_fig))
+            f'<img data-silent-figure="{m}" alt="{html.escape(a + (", at " + at if at else ""))}" '
+            f'src="data:image/png;base64,{first[m] if m < len(first) else ""}">' for m, a in enumerate(alts))
         payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
         return (f'<div class="silent-slider" data-silent-slider="{len(self.frames)}">'
                 f'<div class="silent-slider-controls">{"".join(controls)}</div>'
@@ -329,7 +340,7 @@ class StaticSlider(_HTML):
         return f"<StaticSlider over {sizes or 'nothing'}: {len(self.frames)} frames>"
 
 
-def slider(plot_fn, **ranges):
+def slider(plot_fn, *, alt: str, **ranges):
     """An ``ipywidgets.interactive`` driving ``plot_fn`` with one control per range.
 
     Parameters
@@ -338,6 +349,9 @@ def slider(plot_fn, **ranges):
         Callable taking the keyword arguments named in ``ranges`` and
         drawing a figure (e.g. a chapter's plotting function, which the chapter
         also calls directly for its static figure).
+    alt
+        What the figure shows, in words (the HTML slider's alt text, to which its frames add the
+        sliders' values).
     **ranges
         ``name=spec``, see the module docstring.
 
@@ -352,8 +366,10 @@ def slider(plot_fn, **ranges):
     """
     parsed = {name: _parse(name, spec) for name, spec in ranges.items()}
     values = {name: p[2] for name, p in parsed.items()}
+    if not (isinstance(alt, str) and len(alt.split()) >= 3):
+        raise ValueError(f"slider: alt must say in words what the figure shows, got {alt!r}")
     if os.environ.get("SILENT_STATIC"):
-        return StaticSlider(plot_fn, ranges)
+        return StaticSlider(plot_fn, ranges, alt)
     try:
         import ipywidgets
     except ImportError:

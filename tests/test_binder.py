@@ -1,5 +1,6 @@
-"""Binder (binder/): pins that agree with the book's requirements.txt, a CPU torch, no book-build tools
-beyond myst-nb, JupyterLab opening .md chapters as notebooks, and launch buttons naming files that exist."""
+"""Binder (binder/): pins that agree with the book's requirements.txt, a CPU torch, no book-build tools,
+JupyterLab opening .md chapters as notebooks, and launch buttons naming files that exist. (The chapters
+running in that JupyterLab: tests/test_jupyterlab.py.)"""
 import json
 import re
 from pathlib import Path
@@ -30,7 +31,7 @@ def test_binder_pins_match_the_book():
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
     # what the chapters import when they run, pinned exactly as the book pins it
     runtime = ["numpy", "scipy", "matplotlib", "tqdm", "mlxtend", "scikit-learn", "threadpoolctl", "pandas",
-               "ipywidgets", "ipykernel", "jupytext", "myst-nb"]
+               "ipywidgets", "ipykernel", "jupytext"]
     for name in runtime:
         assert binder.get(name) == book[name], f"binder pins {name}=={binder.get(name)}, the book {book[name]}"
     for name, version in binder.items():
@@ -39,8 +40,8 @@ def test_binder_pins_match_the_book():
     # JupyterLab with MyST and Jupytext; the library itself; none of the build or test stack
     assert "jupyterlab" in binder and "jupyterlab-myst" in binder
     assert re.search(r"^-e \.$|^\.$", text, re.M), "binder/requirements.txt must install silentlib (-e .)"
-    for tool in ("jupyter-book", "sphinx-book-theme", "pytest", "nbval", "playwright", "build",
-                 "sphinxcontrib-bibtex", "django-static-mathjax"):
+    for tool in ("jupyter-book", "myst-nb", "sphinx", "sphinx-book-theme", "pytest", "nbval", "playwright", "build",
+                 "sphinxcontrib-bibtex", "django-static-mathjax", "axe-playwright-python"):
         assert tool not in binder, f"{tool} is for building or testing the book, not for Binder"
     assert (BINDER / "runtime.txt").read_text().strip() == "python-3.11"
 

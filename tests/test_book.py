@@ -84,7 +84,28 @@ def test_references_resolve():
             for key in keys.split(","):
                 if key.strip() not in bib:
                     problems.append(f"{page.name}: citation key {key.strip()} is not in references.bib")
+        for targets in re.findall(r"\]\(#([\w,-]+)\)", text):     # [text](#label), [text](#key1,key2)
+            for target in targets.split(","):
+                if target not in labels | equations | bib:
+                    problems.append(f"{page.name}: link to unknown label, equation or citation {target}")
     assert not problems, "\n".join(problems)
+
+
+def test_numbered_references_match_their_targets(book_html):
+    """A reference that carries its number as text (``{ref}`Fig. 5 <fig-x>```, written so that JupyterLab
+    shows it: scripts/portable_refs.py) says the number the built book gives its figure or exercise."""
+    numbers, refs = {}, []
+    for page in book_html.glob("chapters/*.html"):
+        html = page.read_text()
+        for m in re.finditer(r'id="((?:fig|ex)-[\w-]+)"', html):
+            found = re.search(r'caption-number">([^<]*?)\s*<', html[m.end():])
+            numbers[m.group(1)] = found.group(1) if found else None
+        refs += [(page.name, m.group(1), m.group(2))
+                 for m in re.finditer(r'href="[^"]*#((?:fig|ex)-[\w-]+)"[^>]*>\s*<span[^>]*>((?:Fig\.|Exercise) [\d.]+)<', html)]
+    assert len(refs) > 10, refs
+    wrong = [f"{page}: {text} links to {target}, which is {numbers.get(target)}" for page, target, text in refs
+             if numbers.get(target) != text]
+    assert not wrong, "renumber with python scripts/portable_refs.py chapters/*.md:\n" + "\n".join(wrong)
 
 
 def test_equation_labels_are_unique():
@@ -232,6 +253,13 @@ def test_removed_dependency_scan_flags_a_helper_hidden_from_the_reader():
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_no_empty_code_cells(chapter):
+    """JupyterLab's Run All leaves an empty cell unexecuted (no execution count), Sphinx does not mind."""
+    empty = [i for i, c in enumerate(jupytext.read(chapter).cells) if c.cell_type == "code" and not c.source.strip()]
+    assert not empty, f"{chapter.name}: empty code cells {empty}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_exercises_are_labelled_directives_with_solutions(chapter):
     """One exercise format: sphinx-exercise's {exercise} with a label, each followed by its {solution}."""
     text = chapter.read_text()
@@ -241,6 +269,10 @@ def test_exercises_are_labelled_directives_with_solutions(chapter):
     assert exercises == solutions, f"{chapter.name}: exercises {exercises} vs solutions {solutions}"
     assert not re.search(r"^\*\*Exercise|^```\{admonition\} Exercise|^```\{admonition\} Solution", text, re.M), \
         f"{chapter.name}: an exercise or solution outside sphinx-exercise's directives"
+    # a backtick fence's info string may hold no backtick (CommonMark): such a line is no directive, and the
+    # directive's text would show as raw markup and its next fence swallow what follows
+    bad = re.findall(r"^`{3,}\{[^}]*\}.*`.*$", text, re.M)
+    assert not bad, f"{chapter.name}: directive lines with a backtick in their title: {bad}"
 
 
 def test_checks_box_lists_the_hidden_assertions(tmp_path):

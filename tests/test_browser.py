@@ -11,17 +11,22 @@ port 0) and opened in headless chromium, at 1280 px and at 390 px wide. On every
 * every image has loaded (``naturalWidth > 0``);
 * every HTML slider (``silentlib.widgets.StaticSlider``) changes its figure when moved: each range
   input is set to another position and sent an ``input`` event, and the image must change;
+* every image has an alt text that says what it shows: words, not a file name or a function's name; a
+  slider's figure says the sliders' values, and follows them;
+* every HTML slider moves from the keyboard (focus, arrow key) as well;
+* axe-core (PyPI ``axe-playwright-python``, axe 4.x) finds no serious or critical violation of WCAG 2.1
+  A and AA (contrast, names, labels, landmarks, ...);
 * at 390 px wide the page does not scroll sideways (``scrollWidth <= 391``), and what is wider than the
   screen sits inside a box that scrolls on its own: code (``pre``, ``.highlight``), cell outputs, math.
 
 A screenshot of every page at both widths goes to ``_build/screenshots/`` (``<page>.png``,
 ``<page>-390.png``) with ``summary.json``, the counts per page.
 
-It needs the built book: README command 1 (``jupyter-book build . -W -n --keep-going``) builds
-``_build/html`` before command 2 runs the tests. Without ``_build/html`` this test fails and says so
-(it does not build the book itself: a build executes every chapter, minutes). Without chromium
-(``apt-get install -y chromium``; ``SILENT_CHROMIUM`` names another binary) or playwright (in
-requirements.txt), it is skipped, and says why; in CI (``CI=true``) either missing is a failure.
+It needs the built book, ``_build/html``: the session fixture ``book_html`` (tests/conftest.py) builds
+it first when it is missing or older than its sources (README command 1, minutes on a fresh clone).
+Without chromium (``apt-get install -y chromium``; ``SILENT_CHROMIUM`` names another binary),
+playwright or axe-playwright-python (both in requirements.txt), it is skipped, and says why; in CI
+(``CI=true``) any of them missing is a failure.
 """
 import fnmatch
 import functools
@@ -31,13 +36,13 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HTML = Path(os.environ.get("SILENT_BOOK_HTML", ROOT / "_build" / "html"))   # the built book
 SHOTS = ROOT / "_build" / "screenshots"
 NARROW = 390
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -57,11 +62,23 @@ def chromium_path():
     return path if os.path.exists(path) else None
 
 
-def pages():
+def browser_driver():
+    """(playwright's sync_playwright, chromium's path), or a skip (a failure in CI) that says what is missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (python -m pip install -r requirements.txt)")
+    exe = chromium_path()
+    if exe is None:
+        _missing("no chromium at /usr/bin/chromium (apt-get install -y chromium, or set SILENT_CHROMIUM)")
+    return sync_playwright, exe
+
+
+def pages(html):
     """Every page of the built book (``SILENT_BROWSER_PAGES``, a glob such as ``chapters/0*``, picks some)."""
     pick = os.environ.get("SILENT_BROWSER_PAGES", "*")
-    return sorted(p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
-                  if not p.relative_to(HTML).parts[0].startswith("_") and fnmatch.fnmatch(p.relative_to(HTML).as_posix(), pick))
+    return sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html")
+                  if not p.relative_to(html).parts[0].startswith("_") and fnmatch.fnmatch(p.relative_to(html).as_posix(), pick))
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -70,11 +87,8 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server():
-    if not (HTML / "index.html").is_file():
-        pytest.fail(f"{HTML} is not built: run README command 1 first "
-                    "(jupyter-book build . -W -n --keep-going), then the tests")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(HTML)))
+def server(book_html):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(book_html)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"
@@ -108,26 +122,72 @@ INSPECT = """() => {
     raw: raw,
     images: document.images.length,
     broken: Array.from(document.images).filter(i => !(i.naturalWidth > 0)).map(i => i.src.slice(0, 120)),
+    // alt texts that do not say what an image shows: none, a file name, a function's name, one or two words
+    // and a figure's (a cell's output, a slider's frame) says in words what it shows
+    bad_alt: Array.from(document.images).filter(i => i.getAttribute("aria-hidden") !== "true")
+      .filter(i => {
+        const a = i.getAttribute("alt");
+        if (a === null) return true;
+        if (/\\.(png|jpe?g|gif|svg|webp)\\b|_images\\/|^\\s*\\w*_\\w*\\s*:/i.test(a)) return true;
+        return !!i.closest("figure, .cell_output, .silent-slider") && a.trim().split(/\\s+/).length < 3;
+      })
+      .map(i => (i.getAttribute("alt") || "(no alt)").slice(0, 100)),
   };
 }"""
 
 MOVE_SLIDERS = """() => {
-  // each range input to its two ends: the figure must differ between them (and the readout follow)
+  // each range input to its two ends: the figure must differ between them, and its alt text must
+  // give the parameter's value that the readout shows
   const out = [];
   document.querySelectorAll("[data-silent-slider]").forEach((root, s) => {
     const img = root.querySelector("img[data-silent-figure]");
     root.querySelectorAll('input[type="range"]').forEach(input => {
-      const old = input.value, shown = [];
+      const param = input.dataset.silentParam;
+      const readout = root.querySelector(`output[data-silent-param="${param}"]`);
+      const old = input.value, shown = [], alts = [];
       for (const v of [input.min, input.max, old]) {
         input.value = v;
         input.dispatchEvent(new Event("input", {bubbles: true}));
         shown.push(img.src);
+        if (!img.alt.includes(`${param} = ${readout.textContent}`)) alts.push(img.alt.slice(0, 160));
       }
-      out.push({slider: s, param: input.dataset.silentParam, moved: shown[0] !== shown[1] && img.naturalWidth > 0});
+      out.push({slider: s, param: param, moved: shown[0] !== shown[1] && img.naturalWidth > 0, alt_off: alts});
     });
   });
   return out;
 }"""
+
+KEYBOARD = """() => {
+  // each range input focused and sent an arrow key, as a keyboard user would: its figure must change
+  const inputs = Array.from(document.querySelectorAll('[data-silent-slider] input[type="range"]'));
+  return inputs.map((input, i) => ({i: i, param: input.dataset.silentParam,
+    key: +input.value < +input.max ? "ArrowRight" : "ArrowLeft",
+    src: input.closest("[data-silent-slider]").querySelector("img[data-silent-figure]").src}));
+}"""
+
+# preload off: axe would fetch the stylesheets' @import targets itself, resolved against the page (a 404 in the
+# console for the theme's basic.css); only its css-orientation-lock rule needs them
+WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+        "resultTypes": ["violations"], "preload": False}
+
+
+def axe_violations(page, axe):
+    """axe-core's serious and critical WCAG 2.1 A/AA violations on the page: [(rule, impact, nodes, first target)]."""
+    found = axe.run(page, options=WCAG).response["violations"]
+    return [(v["id"], v["impact"], len(v["nodes"]), v["nodes"][0]["target"][0] if v["nodes"] else "")
+            for v in found if v["impact"] in ("serious", "critical")]
+
+
+def press_each_slider(page):
+    """[(param, moved)] for every HTML slider input after a keyboard user's arrow key."""
+    moved = []
+    for k in page.evaluate(KEYBOARD):
+        input = page.locator('[data-silent-slider] input[type="range"]').nth(k["i"])
+        input.focus()
+        page.keyboard.press(k["key"])
+        after = input.evaluate('i => i.closest("[data-silent-slider]").querySelector("img[data-silent-figure]").src')
+        moved.append((k["param"], after != k["src"]))
+    return moved
 
 NARROW_CHECK = """([vw, boxes]) => {
   const wide = [];
@@ -154,14 +214,13 @@ NARROW_CHECK = """([vw, boxes]) => {
 
 
 @pytest.fixture(scope="module")
-def results(server):
+def results(server, book_html):
+    sync_playwright, exe = browser_driver()
     try:
-        from playwright.sync_api import sync_playwright
+        from axe_playwright_python.sync_playwright import Axe
     except ImportError:
-        _missing("playwright is not installed (python -m pip install -r requirements.txt)")
-    exe = chromium_path()
-    if exe is None:
-        _missing("no chromium at /usr/bin/chromium (apt-get install -y chromium, or set SILENT_CHROMIUM)")
+        _missing("axe-playwright-python is not installed (python -m pip install -r requirements.txt)")
+    axe = Axe()
     SHOTS.mkdir(parents=True, exist_ok=True)
     out = {}
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="silent-chromium-") as profile:
@@ -180,9 +239,10 @@ def results(server):
         ctx.route("**/*", route)
         page = ctx.new_page()
         errors = []
-        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("console", lambda m: errors.append(f"console: {m.text} ({m.location.get('url', '')})") if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-        for name in pages():
+        for name in pages(book_html):
+            start = time.perf_counter()
             errors.clear()
             outside.clear()
             page.set_viewport_size({"width": 1280, "height": 900})
@@ -190,6 +250,8 @@ def results(server):
             page.evaluate(WAIT_FOR_MATH)
             r = page.evaluate(INSPECT)
             r["sliders"] = page.evaluate(MOVE_SLIDERS)
+            r["keyboard"] = press_each_slider(page)
+            r["axe"] = axe_violations(page, axe)
             shot = SHOTS / (name.replace("/", "__").removesuffix(".html") + ".png")
             page.screenshot(path=str(shot), full_page=True)
             # the phone: no transitions, so that the closed sidebars are already off-canvas when measured
@@ -199,20 +261,22 @@ def results(server):
             r["narrow"] = page.evaluate(NARROW_CHECK, [NARROW, SCROLL_BOXES])
             page.screenshot(path=str(shot.with_name(shot.stem + f"-{NARROW}.png")), full_page=True)
             r["errors"], r["outside"] = list(errors), sorted(set(outside))
-            r["bytes"] = (HTML / name).stat().st_size
+            r["bytes"] = (book_html / name).stat().st_size
+            r["seconds"] = round(time.perf_counter() - start, 1)
             out[name] = r
         ctx.close()
     summary = {n: {"formulas": r["formulas"], "images": r["images"], "sliders": len({s["slider"] for s in r["sliders"]}),
-                   "slider_inputs": len(r["sliders"]), "html_bytes": r["bytes"]} for n, r in out.items()}
+                   "slider_inputs": len(r["sliders"]), "html_bytes": r["bytes"], "seconds": r["seconds"],
+                   "axe": r["axe"], "bad_alt": r["bad_alt"], "errors": r["errors"]} for n, r in out.items()}
     (SHOTS / "summary.json").write_text(json.dumps(summary, indent=1))
     print("\n" + "\n".join(f"{n:45} {s}" for n, s in summary.items()))
     return out
 
 
-def test_every_page_checked(results):
+def test_every_page_checked(results, book_html):
     if os.environ.get("SILENT_BROWSER_PAGES"):
         pytest.skip("SILENT_BROWSER_PAGES picks some pages")
-    assert set(results) == set(pages()) and "index.html" in results
+    assert set(results) == set(pages(book_html)) and "index.html" in results
     chapters = [n for n in results if n.startswith("chapters/")]
     assert len(chapters) == len(list((ROOT / "chapters").glob("*.md")))
 
@@ -255,3 +319,26 @@ def test_narrow_screen_does_not_scroll_sideways(results):
     bad = {n: r["narrow"] for n, r in results.items()
            if r["narrow"]["scrollWidth"] > NARROW + 1 or r["narrow"]["wide"]}
     assert not bad, f"at {NARROW} px wide: {bad}"
+
+
+def test_every_image_says_what_it_shows(results):
+    bad = {n: r["bad_alt"] for n, r in results.items() if r["bad_alt"]}
+    assert not bad, f"images whose alt text is missing, a file name or a function's name: {bad}"
+
+
+def test_slider_figures_say_their_values(results):
+    bad = {n: [s for s in r["sliders"] if s["alt_off"]] for n, r in results.items()}
+    bad = {n: s for n, s in bad.items() if s}
+    assert not bad, f"slider figures whose alt text does not give the sliders' values: {bad}"
+
+
+def test_sliders_move_from_the_keyboard(results):
+    stuck = {n: [p for p, moved in r["keyboard"] if not moved] for n, r in results.items()}
+    stuck = {n: s for n, s in stuck.items() if s}
+    assert not stuck, f"sliders whose figure did not change on an arrow key: {stuck}"
+    assert sum(len(r["keyboard"]) for r in results.values()) == sum(len(r["sliders"]) for r in results.values())
+
+
+def test_no_serious_accessibility_violations(results):
+    bad = {n: r["axe"] for n, r in results.items() if r["axe"]}
+    assert not bad, f"axe-core, WCAG 2.1 A/AA, serious or critical (rule, impact, nodes, first): {bad}"

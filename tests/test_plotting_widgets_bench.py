@@ -100,7 +100,7 @@ def test_slider_builds_widgets_and_draws_once(monkeypatch):
         calls.append((s, sigma, depth, act, n))
         plt.subplots()
 
-    w = widgets.slider(draw, s=(0.5, 5.0, 0.5, 1.0), sigma=("log", 1e-3, 1.0, 0.1),
+    w = widgets.slider(draw, alt="a test figure", s=(0.5, 5.0, 0.5, 1.0), sigma=("log", 1e-3, 1.0, 0.1),
                        depth=(1, 5, 1, 2), act=["relu", "linear"], n=7)
     assert isinstance(w, ipywidgets.interactive)
     assert calls == [(1.0, pytest.approx(0.1), 2, "relu", 7)]
@@ -111,14 +111,17 @@ def test_slider_builds_widgets_and_draws_once(monkeypatch):
     assert calls[-1][2] == 4
     assert plt.get_fignums() == []            # headless: figures do not pile up
     with pytest.raises(ValueError, match="sigma"):
-        widgets.slider(draw, sigma=("log", 0.0, 1.0, 0.1))
+        widgets.slider(draw, alt="a test figure", sigma=("log", 0.0, 1.0, 0.1))
+    with pytest.raises(ValueError, match="alt"):
+        widgets.slider(draw, alt="draw", sigma=("log", 0.01, 1.0, 0.1))      # a name, not a description
 
 
 def test_slider_without_ipywidgets(monkeypatch):
     monkeypatch.delenv("SILENT_STATIC", raising=False)      # a live kernel without ipywidgets
     monkeypatch.setitem(sys.modules, "ipywidgets", None)   # import fails
     calls = []
-    assert widgets.slider(lambda a, b: calls.append((a, b)), a=(0, 10, 1, 3), b=("log", 1e-2, 1.0, 0.5)) is None
+    assert widgets.slider(lambda a, b: calls.append((a, b)), alt="a test figure", a=(0, 10, 1, 3),
+                          b=("log", 1e-2, 1.0, 0.5)) is None
     assert calls == [(3, 0.5)]
 
 
@@ -136,7 +139,7 @@ def test_slider_static_when_headless(monkeypatch):
         ax.set_ylim(0, 10)
         plt.show()                                          # as the chapters do: must not display
 
-    out = widgets.slider(draw, a=(0, 10, 1, 3), b=["x", "y"])
+    out = widgets.slider(draw, alt="A line up to height a", a=(0, 10, 1, 3), b=["x", "y"])
     assert isinstance(out, widgets.StaticSlider)
     assert out.grid == {"a": list(range(11)), "b": ["x", "y"]}
     assert calls[0] == (3, "x") and sorted(calls) == sorted((a, b) for a in range(11) for b in "xy")
@@ -147,6 +150,7 @@ def test_slider_static_when_headless(monkeypatch):
     assert html.count('<input type="range"') == 2 and 'max="10"' in html and 'value="3"' in html
     assert 'data-silent-slider="22"' in html and "<script>" in html and widgets.SLIDER_JS in html
     assert "ipywidgets" not in html and "require(" not in html       # no third-party JavaScript
+    assert 'alt="A line up to height a, at a = 3, b = x"' in html     # what it shows, at the sliders' values
     assert plt.get_fignums() == []                                    # every frame's figure closed
 
 
