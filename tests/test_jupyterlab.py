@@ -2,7 +2,8 @@
 
 Binder builds its environment from ``binder/`` (requirements.txt, then postBuild). This test uses the
 same: a virtual environment made from ``binder/requirements.txt`` (with ``torch==2.13.0`` for the
-``+cpu`` wheel; ``.ci/run`` builds it in ``_build/binder-venv``, ``SILENT_BINDER_VENV`` names another),
+``+cpu`` wheel; the test builds it in ``_build/binder-venv`` when it is missing, from the package
+registries, as Binder would; ``SILENT_BINDER_VENV`` names another, which it uses as it is),
 a copy of the repository on which ``binder/postBuild`` has run, and JupyterLab serving it on
 127.0.0.1 without a token. Each chapter is opened (``lab/tree/chapters/<chapter>.md``, as the launch
 buttons do) and run with Run All. Checked, per chapter:
@@ -18,8 +19,8 @@ buttons do) and run with Run All. Checked, per chapter:
 And the environment: ``jupyter labextension list`` marks no extension as incompatible, and the page
 loads every extension (no "No satisfying version" or "Failed to create module" in the console).
 
-Without the environment, chromium or playwright it is skipped, and says why; in CI (``CI=true``) that
-is a failure. ``SILENT_JUPYTERLAB_CHAPTERS`` (a glob such as ``0[12]*``) runs some chapters only.
+Without chromium or playwright, or when the environment cannot be built (no package registry), it is
+skipped, and says why; in CI (``CI=true``) that is a failure. ``SILENT_JUPYTERLAB_CHAPTERS`` (a glob such as ``0[12]*``) runs some chapters only.
 """
 import fnmatch
 import os
@@ -27,6 +28,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -88,11 +90,34 @@ def free_port():
         return s.getsockname()[1]
 
 
+def binder_venv():
+    """Binder's environment at VENV: built from binder/requirements.txt when missing or half-built (a few
+    minutes, from the package registries; torch as the local ``torch==2.13.0`` CPU wheel, not Binder's ``+cpu``)."""
+    if os.environ.get("SILENT_BINDER_VENV") or (VENV / ".complete").is_file():
+        return
+    reqs = (ROOT / "binder" / "requirements.txt").read_text().splitlines()
+    reqs = [re.sub(r"^torch==(.*)\+cpu$", r"torch==\1", r) for r in reqs if not r.startswith("--extra-index-url")]
+    shutil.rmtree(VENV, ignore_errors=True)
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    listed = VENV.parent / "binder-requirements.txt"
+    listed.write_text("\n".join(reqs) + "\n")
+    python = str(VENV / "bin" / "python")
+    for step in ([sys.executable, "-m", "venv", str(VENV)],
+                 [python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
+                 [python, "-m", "pip", "install", "--quiet", "-r", str(listed)]):
+        done = subprocess.run(step, capture_output=True, text=True, timeout=1800)
+        if done.returncode:
+            shutil.rmtree(VENV, ignore_errors=True)
+            _missing(f"could not build Binder's environment ({' '.join(step[2:])}): {done.stderr[-500:]}")
+    (VENV / ".complete").touch()
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """(URL, console messages) of a JupyterLab over a Binder-prepared copy of the repository."""
+    binder_venv()
     if not (VENV / "bin" / "jupyter-lab").is_file():
-        _missing(f"no JupyterLab environment at {VENV} (.ci/run builds it from binder/requirements.txt)")
+        _missing(f"no JupyterLab environment at {VENV} (SILENT_BINDER_VENV names one without jupyter-lab)")
     copy = tmp_path_factory.mktemp("binder") / "book"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("_build", ".git", "__pycache__", ".venv", "*.egg-info"))
     env = {k: v for k, v in os.environ.items() if k not in ("SILENT_STATIC", "SILENT_SLIDER_FRAMES")}   # live sliders
