@@ -9,7 +9,7 @@ below 2 / lambda_max of the Hessian to be stable. :func:`integrate` instead take
 Runge-Kutta steps (Dormand & Prince 1980, the 7-stage RK5(4) pair with the first-same-as-last
 property: 6 gradients a step; the method of scipy's ``RK45`` and torchdiffeq's ``dopri5``). Each
 step's local error, estimated by the embedded 4th-order solution, must satisfy, in the root mean
-square over the parameters,
+square over the parameters::
 
     rms( err_i / (atol + rtol * max(|theta_i|, |theta_i'|)) ) <= 1,
 
