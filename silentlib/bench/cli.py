@@ -63,7 +63,7 @@ def parser():
                    help="only the cost of ntk's checks: auto against a bare torch.func contraction on two CNNs")
     p.add_argument("--distributed", type=int, default=None, metavar="N",
                    help="time one MLP's kernel on one process and on N (gloo on 127.0.0.1, one CPU thread each; "
-                        "P from --sizes, default 8000) and print the speed-up and parallel efficiency")
+                        "P from --sizes, default 16000) and print the speed-up and parallel efficiency")
     p.add_argument("--training", action="store_true",
                    help="time training instead: the chapters' sweeps by the old loop, gd, the flow, and together "
                         "(fast sizes; --full: the paper's, tens of minutes on a CPU)")

@@ -24,7 +24,7 @@ from ..models import MLP
 from ..ntk import distributed, ntk
 
 
-def run_distributed(n, *, P=8000, width=256, depth=3, out_dim=1, d_in=784, dtype="float32", repeats=3,
+def run_distributed(n, *, P=16000, width=256, depth=3, out_dim=1, d_in=784, dtype="float32", repeats=3,
                     timeout=1800.0) -> dict:
     """Time one ReLU MLP's kernel (P inputs) on one process and on ``n`` (see the module); a dict of
     the settings, the median times and CPU seconds, the speed-ups, efficiencies and load averages."""
