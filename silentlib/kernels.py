@@ -105,7 +105,8 @@ def kernel_regression(K_train, K_cross, y, ridge: float = 0.0) -> np.ndarray:
         (P,) or (P, C) training targets.
     ridge : float
         Ridge >= 0. With ``ridge=0`` this is kernel interpolation, solved stably through a
-        symmetric eigendecomposition in which directions with eigenvalues below
+        symmetric eigendecomposition (by Cholesky when the kernel is well conditioned, to
+        rounding the same) in which directions with eigenvalues below
         ``P * eps * max eigenvalue`` are dropped (the pseudo-inverse), so an exactly
         singular kernel gives the min-norm interpolant; dropping any emits a
         :class:`SingularKernelWarning` that says so, and a kernel with no eigenvalue above the
@@ -135,7 +136,7 @@ def kernel_regression(K_train, K_cross, y, ridge: float = 0.0) -> np.ndarray:
     Ks = 0.5 * (Km + Km.T) + ridge * np.eye(Km.shape[0])
     if ridge > 0:
         alpha = scipy.linalg.solve(Ks, v, assume_a="pos")
-    else:
+    elif (alpha := _well_conditioned_solve(Ks, v)) is None:
         lam, U = np.linalg.eigh(Ks)
         cutoff = Km.shape[0] * np.finfo(float).eps * max(lam.max(), 0.0)
         keep = lam > cutoff
@@ -154,6 +155,21 @@ def kernel_regression(K_train, K_cross, y, ridge: float = 0.0) -> np.ndarray:
         alpha = U[:, keep] @ ((U[:, keep].T @ v) / lam[keep])
     pred = Kc @ alpha
     return pred if y.ndim == 1 else pred.reshape(Q, y.shape[1])
+
+
+def _well_conditioned_solve(K, v):
+    """K^{-1} v by Cholesky when K is positive definite with 1-norm condition number below
+    ``1 / (100 P eps)``, else None. Then no eigenvalue of K is under the pseudo-inverse's cutoff
+    ``P eps lambda_max`` (the 2-norm condition of a symmetric matrix is at most its 1-norm one), so
+    the result is the eigendecomposition's to rounding, at a fifth of its cost."""
+    try:
+        factor = scipy.linalg.cho_factor(K, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    rcond, info = scipy.linalg.lapack.dpocon(factor[0], np.abs(K).sum(axis=0).max(), uplo="L")
+    if info != 0 or rcond < 100 * K.shape[0] * np.finfo(float).eps:
+        return None
+    return scipy.linalg.cho_solve(factor, v, check_finite=False)
 
 
 def cosine_similarity(A, B) -> float:

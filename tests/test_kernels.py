@@ -1,4 +1,6 @@
 """Kernel alignment, kernel regression and cosine similarity against hand-written formulas."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -127,6 +129,25 @@ def test_singular_kernel_gives_min_norm_interpolant():
     K3 = X3 @ X3.T
     y3 = np.array([1.0, 2.0, 3.0, 1.0])
     np.testing.assert_allclose(sl.kernel_regression(K3, K3, y3), y3, atol=1e-8)
+
+
+@pytest.mark.parametrize("smallest", [1e-2, 1e-9, 1e-13, 1e-17])
+def test_ridgeless_regression_is_the_pseudo_inverse_at_every_condition(smallest):
+    """Whichever solver runs (Cholesky when well conditioned, else the eigendecomposition), the
+    prediction is that of the pseudo-inverse with eigenvalues under P eps lambda_max dropped, built
+    here from a known spectrum."""
+    r = rng(11)
+    P = 60
+    U = np.linalg.qr(r.normal(size=(P, P)))[0]
+    lam = np.geomspace(1.0, smallest, P)
+    K, Kc, y = (U * lam) @ U.T, r.normal(size=(7, P)), r.normal(size=P)
+    keep = lam > P * np.finfo(float).eps
+    expected = Kc @ (U[:, keep] @ ((U[:, keep].T @ y) / lam[keep]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sl.kernels.SingularKernelWarning)
+        got = sl.kernel_regression(K, Kc, y)
+    cond = min(1 / smallest, 1 / (P * np.finfo(float).eps))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e3 * cond * np.finfo(float).eps * np.abs(expected).max())
 
 
 def test_cosine_similarity():
