@@ -1,17 +1,25 @@
 """Run the book's chapters at several seeds and report what varies (not part of CI).
 
-    python scripts/seed_sweep.py --seeds 0-4 [--chapters 01,04] [--out _build/seeds] [--jobs 2]
+    python scripts/seed_sweep.py --seeds 0-4 [--chapters 01,04] [--scale paper] [--out _build/seeds] [--jobs 2] [--record]
 
 Each seed runs ``python -m silentlib figures --scale fast --keep-going --seed N`` (every cell runs,
 so a chapter reports all of its failing checks). Then, per chapter, it prints every failing cell
 at every seed and the range over seeds of every number the chapter shows in its prose (each
 ``{eval}`` role's result, from the evaluation cells ``silentlib.prose.with_eval_cells`` adds), and
 writes both to ``<out>/sweep.json``. A claim's tolerance is set from these ranges.
+
+``--record`` also writes, per chapter, every number it glued at every seed to
+``silentlib/records/<scale>/<chapter>.json`` (:mod:`silentlib.records`), from which a chapter's prose
+quotes runs its reader does not repeat (the paper's scale). Commit the record with the code it measured.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import math
+import os
+import platform
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +28,9 @@ from pathlib import Path
 import nbformat
 
 from silentlib.prose import EVAL_MIME
+from silentlib.records import Record
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def seeds_arg(text: str) -> list[int]:
@@ -64,6 +75,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("_build/seeds"))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--report-only", action="store_true", help="summarize an earlier run in --out")
+    parser.add_argument("--record", action="store_true",
+                        help="write each chapter's glued numbers to silentlib/records/<scale>/<chapter>.json")
     args = parser.parse_args(argv)
     seeds = seeds_arg(args.seeds)
     if not args.report_only:
@@ -95,7 +108,32 @@ def main(argv=None) -> int:
             else:
                 print(f"  {name:40s} " + " | ".join(by_seed.values()))
     (args.out / "sweep.json").write_text(json.dumps(report, indent=1) + "\n")
+    if args.record:
+        for path in write_records(args.out, seeds, args.scale):
+            print("recorded", path.relative_to(ROOT))
     return 1 if failed else 0
+
+
+def write_records(out: Path, seeds: list[int], scale: str) -> list[Path]:
+    """A :class:`silentlib.records.Record` per chapter from the seeds' summaries; the paths written."""
+    summaries = [json.loads((out / f"seed{s}" / "summary.json").read_text()) for s in seeds]
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
+    machine = f"{os.cpu_count()} CPU cores ({platform.machine()}), torch threads as silentlib chooses"
+    paths = []
+    for i, row in enumerate(summaries[0]["chapters"]):
+        rows = [s["chapters"][i] for s in summaries]
+        names = sorted(set().union(*(r.get("glued", {}) for r in rows)))
+        record = Record(
+            chapter=row["chapter"], scale=scale, seeds=seeds,
+            values={n: [r.get("glued", {}).get(n, math.nan) for r in rows] for n in names},
+            commit=commit, date=datetime.date.today().isoformat(), device=summaries[0]["device"],
+            machine=machine, seconds=[r["seconds"] for r in rows])
+        path = ROOT / "silentlib" / "records" / scale / f"{row['chapter']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(record.to_json())
+        paths.append(path)
+    return paths
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ runs every cell even after one fails, so that a chapter reports *all* of its fai
 * ``<chapter>__<figure-name>.png`` for every PNG output of a cell that carries
   ``mystnb.figure.name`` (``_1``, ``_2``, ... when one cell draws several);
 * ``notebooks/<chapter>.ipynb``, the executed notebook (up to the failing cell);
-* ``summary.json``, each chapter's status, number of figures and seconds.
+* ``summary.json``, each chapter's status, number of figures, seconds and the numbers it glued for
+  its prose (``glued``, :func:`silentlib.prose.show_glued`, from a cell run after the chapter's own).
 
 Every chapter checks its claims in hidden assertion cells, so a chapter whose cell raises has
 failed a check of the book's science at that scale: it is reported FAILED with the error's last
@@ -42,7 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import config
-from .prose import with_eval_cells
+from .prose import GLUE_MIME, with_eval_cells
 
 try:  # the book's tools (requirements.txt), not dependencies of the silentlib package
     import jupytext
@@ -97,6 +98,8 @@ def run_chapter(path: Path, out: Path, cell_timeout: float = 3600, keep_going: b
     With ``keep_going`` every cell runs, and the row's ``errors`` lists each cell that raised.
     """
     nb = with_eval_cells(jupytext.read(path))   # the prose's {eval} roles are evaluated, as in the book
+    nb.cells.append(nbformat.v4.new_code_cell('__import__("silentlib.prose").prose.show_glued()',
+                                              metadata={"tags": ["remove-cell"]}))
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=keep_going,
                             resources={"metadata": {"path": str(path.parent)}})
     code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
@@ -127,7 +130,15 @@ def run_chapter(path: Path, out: Path, cell_timeout: float = 3600, keep_going: b
     (out / "notebooks").mkdir(exist_ok=True)
     nbformat.write(nb, out / "notebooks" / f"{path.stem}.ipynb")
     return {"chapter": path.stem, "status": status, "figures": n_figures,
-            "seconds": round(seconds, 1), "error": error, "errors": errors}
+            "seconds": round(seconds, 1), "error": error, "errors": errors, "glued": glued(nb)}
+
+
+def glued(nb) -> dict[str, float]:
+    """The numbers an executed chapter glued for its prose (its last cell's :data:`GLUE_MIME` output)."""
+    for out in nb.cells[-1].get("outputs", []):
+        if GLUE_MIME in out.get("data", {}):
+            return dict(out["data"][GLUE_MIME])
+    return {}
 
 
 def select_chapters(chapters_dir: Path, wanted: str | None) -> list[Path]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import types
 
-__all__ = ["glue", "prose", "evaluate", "with_eval_cells", "eval_roles", "EVAL_MIME"]
+__all__ = ["glue", "prose", "evaluate", "with_eval_cells", "eval_roles", "show_glued", "EVAL_MIME", "GLUE_MIME"]
 
 #: The values :func:`glue` keeps for the prose (``prose.name``).
 prose = types.SimpleNamespace()
@@ -35,6 +35,9 @@ prose = types.SimpleNamespace()
 #: The mime type of an evaluation cell's output, a list of ``{"expression": ..., "result": ...}`` with each
 #: result as the kernel's ``user_expressions`` gives it (``status``, ``data``, ``metadata``).
 EVAL_MIME = "application/vnd.silentlib.eval+json"
+
+#: The mime type of :func:`show_glued`'s output: ``{name: number}`` of every number glued so far.
+GLUE_MIME = "application/vnd.silentlib.glue+json"
 
 # an {eval} role: {eval}`expression` (or ``expression`` when the expression holds a backtick)
 _ROLE = re.compile(r"\{eval\}(`+)(.+?)\1(?!`)", re.S)
@@ -45,6 +48,19 @@ def glue(name: str, value) -> None:
     if not (isinstance(name, str) and name.isidentifier()):
         raise ValueError(f"glue: the name must be a Python identifier, got {name!r}")
     setattr(prose, name, value)
+
+
+def show_glued() -> None:
+    """Display every number kept in :data:`prose` as one :data:`GLUE_MIME` output, ``{name: float}``
+    (``python -m silentlib figures`` runs this after a chapter, and keeps the numbers in its summary, from
+    which ``scripts/seed_sweep.py --record`` makes a :mod:`silentlib.records` record)."""
+    import numbers
+
+    from IPython.display import display
+
+    values = {k: float(v) for k, v in vars(prose).items()
+              if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    display({GLUE_MIME: values}, raw=True)
 
 
 def eval_roles(markdown: str) -> list[str]:
