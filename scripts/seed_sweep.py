@@ -79,6 +79,7 @@ def main(argv=None) -> int:
                         help="write each chapter's glued numbers to silentlib/records/<scale>/<chapter>.json")
     args = parser.parse_args(argv)
     seeds = seeds_arg(args.seeds)
+    commit = code_commit()    # what the runs measure (before they run)
     if not args.report_only:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda s: run_seed(s, args.out, args.chapters, args.scale), seeds))
@@ -109,16 +110,23 @@ def main(argv=None) -> int:
                 print(f"  {name:40s} " + " | ".join(by_seed.values()))
     (args.out / "sweep.json").write_text(json.dumps(report, indent=1) + "\n")
     if args.record:
-        for path in write_records(args.out, seeds, args.scale):
-            print("recorded", path.relative_to(ROOT))
+        for path in write_records(args.out, seeds, args.scale, commit):
+            print("recorded", path)
     return 1 if failed else 0
 
 
-def write_records(out: Path, seeds: list[int], scale: str) -> list[Path]:
-    """A :class:`silentlib.records.Record` per chapter from the seeds' summaries; the paths written."""
-    summaries = [json.loads((out / f"seed{s}" / "summary.json").read_text()) for s in seeds]
+def code_commit() -> str:
+    """The checkout's commit, and whether the book's code (chapters, silentlib) differs from it."""
     git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
+    changed = git("status", "--porcelain", "--", "chapters", "silentlib", ":!silentlib/records")
+    return git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if changed else "")
+
+
+def write_records(out: Path, seeds: list[int], scale: str, commit: str,
+                  dest: Path = ROOT / "silentlib" / "records") -> list[Path]:
+    """A :class:`silentlib.records.Record` per chapter from the seeds' summaries in ``out``, measured at
+    ``commit``, written to ``dest/<scale>/<chapter>.json``; the paths written."""
+    summaries = [json.loads((out / f"seed{s}" / "summary.json").read_text()) for s in seeds]
     machine = f"{os.cpu_count()} CPU cores ({platform.machine()}), torch threads as silentlib chooses"
     paths = []
     for i, row in enumerate(summaries[0]["chapters"]):
@@ -129,7 +137,7 @@ def write_records(out: Path, seeds: list[int], scale: str) -> list[Path]:
             values={n: [r.get("glued", {}).get(n, math.nan) for r in rows] for n in names},
             commit=commit, date=datetime.date.today().isoformat(), device=summaries[0]["device"],
             machine=machine, seconds=[r["seconds"] for r in rows])
-        path = ROOT / "silentlib" / "records" / scale / f"{row['chapter']}.json"
+        path = dest / scale / f"{row['chapter']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(record.to_json())
         paths.append(path)

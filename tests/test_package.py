@@ -195,6 +195,7 @@ here = pathlib.Path(sl.__file__).resolve().parent
 assert "site-packages" in here.parts, here                         # the installed wheel, not a checkout
 assert sl.__version__ == importlib.metadata.version("silentlib"), sl.__version__
 assert (here / "py.typed").is_file()
+assert sl.records.recorded("02_silent_alignment").scale == "paper"   # the recorded runs ship in the wheel
 torch.manual_seed(0)
 torch.set_default_dtype(torch.float64)
 task = sl.data.linear_teacher(P=40, D=10, n_test=20, seed=0)
