@@ -102,11 +102,22 @@ class Ensemble:
         tuple
             ``(loss, grad)``: (B',) and (B', n), detached.
         """
+        if len(self.models) == 1 and theta.data_ptr() == self.theta.data_ptr() and theta.shape == self.theta.shape:
+            return self._own_loss_and_grad()
         theta = theta.detach().requires_grad_(True)
         loss = self._loss_one(theta[0])[None] if theta.shape[0] == 1 else vmap(self._loss_one)(theta)
         grad, = torch.autograd.grad(loss.sum(), theta)
         self.evaluations += 1
         return loss.detach(), grad
+
+    def _own_loss_and_grad(self):
+        """:meth:`loss_and_grad` of a single bound model at its own parameters, through its own forward
+        and their gradients (no ``functional_call``: a third less time a step for the book's small networks)."""
+        out = self.template(self.x)
+        loss = 0.5 * (out - self.y).pow(2).sum() / self.x.shape[0]
+        grads = torch.autograd.grad(loss, self.params[0], allow_unused=True, materialize_grads=True)
+        self.evaluations += 1
+        return loss.detach()[None], torch.cat([g.reshape(-1) for g in grads])[None]
 
     def _check_same_function(self):
         """Each model's own forward on x equals the template's with that model's parameters."""

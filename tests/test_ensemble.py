@@ -8,6 +8,7 @@ import torch
 
 import silentlib as sl
 from silentlib import threads as thr
+from silentlib.ensemble import Ensemble
 
 FIELDS = ("t", "loss", "alignment", "kernel_norm", "predictions", "kernels", "test_predictions", "K0", "Kinf",
           "K0_test", "Kinf_test", "steps", "kernel_direction")
@@ -136,3 +137,38 @@ def test_threads_left_alone_at_one(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     st = thr.StepThreads("cpu")
     assert not st.on
+
+
+class WithSpare(torch.nn.Module):
+    """A network with a trainable parameter its output does not use (its gradient is zero)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(5, 1)
+        self.spare = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return self.lin(x).squeeze(-1)
+
+
+@pytest.mark.parametrize("make", [lambda: sweep("relu", out_dim=2)[0], WithSpare])
+def test_a_single_model_s_own_gradient_is_the_functional_one(make):
+    """One bound model at its own parameters takes its own forward (no functional_call); at other
+    parameters (an integrator's stage) the functional path. Both give the same loss and gradient."""
+    torch.manual_seed(1)
+    model = make()
+    x = torch.randn(9, 5)
+    y = torch.randn(9, 2) if isinstance(model, sl.MLP) else torch.randn(9)
+    ens = Ensemble([model], x, y)
+    own = ens.loss_and_grad(ens.theta)
+    functional = ens.loss_and_grad(ens.theta.clone())
+    assert ens.evaluations == 2
+    torch.testing.assert_close(own[0], functional[0], rtol=1e-14, atol=0)
+    torch.testing.assert_close(own[1], functional[1], rtol=1e-13, atol=1e-15)
+    if isinstance(model, WithSpare):
+        spare = ens.names.index("spare")
+        start = sum(ens.sizes[:spare])
+        used = torch.ones(ens.theta.shape[1], dtype=torch.bool)
+        used[start:start + 3] = False
+        assert torch.all(own[1][0, ~used] == 0) and torch.all(own[1][0, used] != 0)
+    ens.release()
