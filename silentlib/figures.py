@@ -8,7 +8,9 @@ started with ``SILENT_SCALE`` and ``SILENT_DEVICE`` set, with the chapters folde
 directory. ``--seed N`` runs the book at ``SILENT_SEED=N`` (every chapter derives its random
 draws from it; figures made at a seed other than 0 say so in their corner note). ``--keep-going``
 runs every cell even after one fails, so that a chapter reports *all* of its failing checks
-(later cells may then fail only because an earlier one did). Written into ``--out``:
+(later cells may then fail only because an earlier one did). ``--jobs N`` runs N chapters at once,
+each in its own process (by default, at the fast scale on a CPU, one per core: there every chapter
+computes on one thread). Written into ``--out``:
 
 * ``<chapter>__<figure-name>.png`` for every PNG output of a cell that carries
   ``mystnb.figure.name`` (``_1``, ``_2``, ... when one cell draws several);
@@ -31,9 +33,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import contextlib
 import importlib.util
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -91,11 +95,13 @@ def cell_errors(nb) -> list[str]:
     return found
 
 
-def run_chapter(path: Path, out: Path, cell_timeout: float = 3600, keep_going: bool = False) -> dict:
+def run_chapter(path: Path, out: Path, cell_timeout: float = 3600, keep_going: bool = False,
+                progress: bool = True) -> dict:
     """Execute one chapter, write its figures and executed notebook; return its summary row.
 
     A cell still running after ``cell_timeout`` seconds fails the chapter (nothing hangs forever).
     With ``keep_going`` every cell runs, and the row's ``errors`` lists each cell that raised.
+    ``progress``: a bar over the chapter's cells.
     """
     nb = with_eval_cells(jupytext.read(path))   # the prose's {eval} roles are evaluated, as in the book
     nb.cells.append(nbformat.v4.new_code_cell('__import__("silentlib.prose").prose.show_glued()',
@@ -104,7 +110,7 @@ def run_chapter(path: Path, out: Path, cell_timeout: float = 3600, keep_going: b
                             resources={"metadata": {"path": str(path.parent)}})
     code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     status, error, start = "passed", None, time.perf_counter()
-    with tqdm(total=len(code), desc=path.stem, unit="cell") as bar:
+    with tqdm(total=len(code), desc=path.stem, unit="cell", disable=not progress) as bar:
         try:
             with client.setup_kernel():
                 info = client.wait_for_reply(client.kc.kernel_info())
@@ -172,6 +178,9 @@ def parser():
                    help="run every cell after a failing one and report every failing cell")
     p.add_argument("--cell-timeout", type=float, default=3600,
                    help="seconds after which a still-running cell fails its chapter (default 3600)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="chapters run at once (default: at the fast scale on a CPU, where each chapter computes on "
+                        "one thread, as many as the cores, at most 4; else 1)")
     p.add_argument("--chapters-dir", type=Path, default=None,
                    help="folder of the chapter .md files (default: the repository's chapters/)")
     return p
@@ -188,6 +197,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.seed is not None and args.seed < 0:
         p.error(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.jobs is not None and args.jobs < 1:
+        p.error(f"--jobs must be a positive integer, got {args.jobs}")
     missing = missing_tools()
     if missing:
         print(f"python -m silentlib figures executes the book's chapters and needs {', '.join(missing)}, "
@@ -215,7 +226,11 @@ def main(argv=None) -> int:
         except ValueError as err:
             p.error(str(err))
         start = time.perf_counter()
-        rows = [_run_and_report(path, args) for path in paths]
+        jobs = min(args.jobs or default_jobs(args.scale, device), len(paths))
+        if jobs > 1:
+            rows = _run_in_parallel(paths, args, jobs)
+        else:
+            rows = [_run_and_report(path, args) for path in paths]
     return _summarize(rows, time.perf_counter() - start, args, device, seed)
 
 
@@ -238,11 +253,38 @@ def _book_environment(scale, device, seed):
                 os.environ[k] = v
 
 
+def default_jobs(scale: str, device: str) -> int:
+    """Chapters to run at once: at the fast scale on a CPU each chapter's kernel computes on one thread
+    (:func:`silentlib.config.setup`), so one per core (at most 4); otherwise a chapter uses the whole machine."""
+    if scale != "fast" or device != "cpu":
+        return 1
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _run_in_parallel(paths, args, jobs):
+    """:func:`run_chapter` of every chapter, ``jobs`` at a time in fresh processes (each its own kernel);
+    the rows in the chapters' order, each chapter reported as it ends."""
+    rows = {}
+    context = multiprocessing.get_context("spawn")    # no fork of a process that holds torch's threads
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = {pool.submit(run_chapter, path, args.out, args.cell_timeout, args.keep_going, False): path
+                   for path in paths}
+        for done in concurrent.futures.as_completed(futures):
+            row = rows[futures[done]] = done.result()
+            print(f"{row['chapter']}: {row['status']} in {row['seconds']:.1f} s", flush=True)
+            _report_errors(row)
+    return [rows[path] for path in paths]
+
+
+def _report_errors(row):
+    for error in row["errors"] or ([row["error"]] if row["error"] else []):
+        tqdm.write(f"{row['chapter']}: FAILED: {error}")
+
+
 def _run_and_report(path, args):
     """:func:`run_chapter`, each failing cell written out as it is found."""
     row = run_chapter(path, args.out, args.cell_timeout, args.keep_going)
-    for error in row["errors"] or ([row["error"]] if row["error"] else []):
-        tqdm.write(f"{path.stem}: FAILED: {error}")
+    _report_errors(row)
     return row
 
 

@@ -182,3 +182,47 @@ def test_negative_seed_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         figures.main(["--out", str(tmp_path), "--seed", "-1", "--device", "cpu"])
     assert "--seed" in capsys.readouterr().err
+
+
+def test_chapters_run_in_parallel_report_in_order(tmp_path, capsys):
+    """--jobs 2: each chapter in its own process, the summary in the chapters' order, a failure reported."""
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    (chapters / "01_slow.md").write_text(HEADER + """
+# Slow
+
+```{code-cell} ipython3
+import os, time
+time.sleep(3)
+from silentlib.prose import glue
+glue("pid", os.getpid())
+```
+""")
+    (chapters / "02_fails.md").write_text(HEADER + """
+# Fails
+
+```{code-cell} ipython3
+import os
+from silentlib.prose import glue
+glue("pid", os.getpid())
+assert os.environ["SILENT_SCALE"] == "fast" and os.environ["SILENT_SEED"] == "4"
+assert False, "the claim"
+```
+""")
+    out = tmp_path / "out"
+    status = figures.main(["--scale", "fast", "--device", "cpu", "--chapters-dir", str(chapters), "--out", str(out),
+                           "--seed", "4", "--keep-going", "--jobs", "2"])
+    assert status == 1
+    slow, fails = json.loads((out / "summary.json").read_text())["chapters"]
+    assert (slow["chapter"], slow["status"], fails["chapter"], fails["status"]) == \
+        ("01_slow", "passed", "02_fails", "FAILED")
+    assert fails["errors"] == ["cell 1: AssertionError: the claim"], fails
+    assert slow["glued"]["pid"] != fails["glued"]["pid"]          # two kernels
+    printed = capsys.readouterr().out
+    assert printed.index("02_fails: FAILED") < printed.index("01_slow: passed")   # as each ended
+    assert (out / "notebooks" / "01_slow.ipynb").is_file() and (out / "notebooks" / "02_fails.ipynb").is_file()
+
+
+def test_jobs_default_to_the_cores_at_the_fast_scale_on_a_cpu():
+    assert figures.default_jobs("paper", "cpu") == 1 and figures.default_jobs("fast", "cuda") == 1
+    assert 1 <= figures.default_jobs("fast", "cpu") <= 4
