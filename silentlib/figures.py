@@ -140,7 +140,7 @@ def run_chapter(path: Path, out: Path, cell_timeout: float = 3600, keep_going: b
 
 
 def glued(nb) -> dict[str, float]:
-    """The numbers an executed chapter glued for its prose (its last cell's :data:`GLUE_MIME` output)."""
+    """The numbers an executed chapter glued for its prose (its last cell's :data:`~silentlib.prose.GLUE_MIME` output)."""
     for out in nb.cells[-1].get("outputs", []):
         if GLUE_MIME in out.get("data", {}):
             return dict(out["data"][GLUE_MIME])

@@ -37,8 +37,9 @@ class Record:
         The chapter's file stem (``"02_silent_alignment"``) and ``"fast"`` or ``"paper"``.
     seeds : list of int
         The ``SILENT_SEED`` of each run, in order.
-    values : dict of str to list of float
-        Each glued number, one per seed (NaN where a run did not glue it).
+    values : dict
+        ``{name: [value at each seed]}``: each glued number, a float per seed (NaN where a run did not
+        glue it).
     commit, date, device, machine : str
         Where the numbers came from.
     seconds : list of float

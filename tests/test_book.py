@@ -291,3 +291,15 @@ def test_checks_box_lists_the_hidden_assertions(tmp_path):
 def test_every_chapter_ends_with_its_checks_box(chapter):
     last = [c for c in jupytext.read(chapter).cells if c.cell_type == "code"][-1]
     assert f'checks_box("{chapter.stem}")' in last.source and "remove-input" in last.metadata.get("tags", [])
+
+
+def test_no_math_is_left_as_dollar_text(book_html):
+    """Every $...$ of a chapter, the prose's and that of a Markdown value an {eval} role shows, is typeset:
+    none is left in the page's text (outside code and scripts)."""
+    raw = {}
+    for page in book_html.glob("chapters/*.html"):
+        text = re.sub(r"<(script|pre|code)\b.*?</\1>", "", page.read_text(), flags=re.S)
+        found = re.findall(r"\$[^$<>\n]{1,60}\$", re.sub(r"<[^>]+>", "", text))
+        if found:
+            raw[page.name] = found[:5]
+    assert not raw, f"math left as text (nb_render_markdown_format: myst in _config.yml?): {raw}"
