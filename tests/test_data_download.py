@@ -10,7 +10,6 @@ The one test of real images reads the shared folder and is not skipped in CI.
 """
 import hashlib
 import http.server
-import importlib.util
 import io
 import os
 import pickle
@@ -25,6 +24,8 @@ import pytest
 
 import silentlib.data.files as files
 from silentlib.data import DatasetCorrupt, DatasetUnavailable, cifar10, mnist
+
+from helpers import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared" / "data").resolve()
@@ -346,9 +347,7 @@ def test_the_source_says_which_classes_the_files_hold(folders):
 # ------------------------------------------------------------------ the session's data
 
 def test_the_session_points_silent_data_at_shared_data(tmp_path):
-    spec = importlib.util.spec_from_file_location("_root_conftest", ROOT / "conftest.py")
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)
+    conftest = load_module(ROOT / "conftest.py", "_root_conftest")
     project, shared = tmp_path / "project", tmp_path / "shared" / "data"
     project.mkdir()
     assert conftest.point_silent_data_at_shared(project, {}) is None       # no ../shared/data: unset

@@ -10,20 +10,12 @@ import torch
 from silentlib import figures
 from silentlib.__main__ import main as cli_main
 
+from helpers import CHAPTER_HEADER
+
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-HEADER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-"""
+HEADER = CHAPTER_HEADER
 
 
 def named_figure_cells(md_path):

@@ -17,6 +17,7 @@ from torch import nn
 import silentlib as sl
 from silentlib.ntk import blocks, distributed, layerwise, store
 
+from helpers import load_module
 from test_ntk import brute_force_ntk, rel_err
 
 TIMEOUT = 120  # seconds for a whole launch; a hang fails the test instead of the session
@@ -235,7 +236,6 @@ def test_bench_distributed_prints_speedup_and_efficiency(capsys):
 def test_the_readmes_torchrun_command(tmp_path):
     """scripts/ntk_torchrun.py under torchrun with a c10d rendezvous on 127.0.0.1 (the README's
     several-node command, on one node): the file is the one-process kernel."""
-    import importlib.util
     import socket
     import subprocess
     import sys
@@ -253,8 +253,6 @@ def test_the_readmes_torchrun_command(tmp_path):
                           script, *args], env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "computed by 2 ranks" in run.stdout
-    spec = importlib.util.spec_from_file_location("ntk_torchrun", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(script, "ntk_torchrun")
     model, x = module.build(module.parser().parse_args(args))
     assert rel_err(torch.from_numpy(np.load(tmp_path / "K.npy")), sl.ntk(model, x)) < 1e-12

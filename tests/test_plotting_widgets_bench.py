@@ -15,6 +15,8 @@ from silentlib.bench import format_table, run_benchmark  # noqa: E402
 from silentlib.bench import main as cli_bench  # noqa: E402
 from silentlib.__main__ import main as cli  # noqa: E402
 
+from helpers import load_module  # noqa: E402
+
 
 def test_style_applied_on_import():
     plotting.use_style()
@@ -177,13 +179,10 @@ def test_slider_grid_bounded(monkeypatch):
 
 def test_book_build_and_tests_run_sliders_static(monkeypatch):
     """The book's Sphinx extension (and the test session) set SILENT_STATIC for the chapters' kernels."""
-    import importlib.util
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     assert "headless: _ext" in (root / "_config.yml").read_text()
-    spec = importlib.util.spec_from_file_location("headless", root / "_ext" / "headless.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(root / "_ext" / "headless.py")
     monkeypatch.delenv("SILENT_STATIC", raising=False)
     module.setup(None)
     assert __import__("os").environ.get("SILENT_STATIC") == "1"

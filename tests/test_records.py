@@ -1,6 +1,5 @@
 """Recorded runs: a chapter's glued numbers kept by ``figures``, stored per seed by
 ``scripts/seed_sweep.py --record``, read back by :mod:`silentlib.records`."""
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,25 +9,13 @@ import pytest
 from silentlib import figures, records
 from silentlib.records import Record
 
+from helpers import CHAPTER_HEADER as HEADER, load_module
+
 ROOT = Path(__file__).resolve().parents[1]
-HEADER = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-"""
 
 
 def seed_sweep():
-    spec = importlib.util.spec_from_file_location("seed_sweep", ROOT / "scripts" / "seed_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "scripts" / "seed_sweep.py")
 
 
 def test_figures_keeps_the_numbers_a_chapter_glues(tmp_path):

@@ -1,13 +1,14 @@
 """The HTML book's own parts (_ext/webbook.py, _config.yml): MathJax served locally, only standard TeX
 in the pages (no macros of the book's own, which JupyterLab would not know), no duplicated scripts, a
 light default colour mode, author-year labels."""
-import importlib.util
 import re
 import types
 from pathlib import Path
 
 import pytest
 import yaml
+
+from helpers import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -17,10 +18,7 @@ PAGES = sorted((ROOT / "chapters").glob("*.md")) + [ROOT / "index.md", ROOT / "f
 
 
 def webbook():
-    spec = importlib.util.spec_from_file_location("webbook", ROOT / "_ext" / "webbook.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "_ext" / "webbook.py")
 
 
 def math_of(text):
